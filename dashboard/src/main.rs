@@ -1,0 +1,1 @@
+fn main() { println!("sensor-dashboard: not built yet; see the dashboard issue"); }
