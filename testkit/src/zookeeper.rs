@@ -58,7 +58,9 @@ pub struct ZkServer {
 impl ZkServer {
     /// Starts a standalone server on a free port and waits until it serves.
     pub fn start() -> Result<ZkServer, HarnessError> {
-        let tmp = tempfile::Builder::new().prefix("zk-standalone-").tempdir()?;
+        let tmp = tempfile::Builder::new()
+            .prefix("zk-standalone-")
+            .tempdir()?;
         let dir = tmp.path().to_path_buf();
         let client_port = free_port();
         let config = write_config(&dir, client_port, &[])?;
@@ -245,10 +247,7 @@ impl ZkEnsemble {
             server.launch()?;
             servers.push(server);
         }
-        let ensemble = ZkEnsemble {
-            servers,
-            _tmp: tmp,
-        };
+        let ensemble = ZkEnsemble { servers, _tmp: tmp };
         for s in &ensemble.servers {
             s.wait_serving(READY_TIMEOUT)?;
         }

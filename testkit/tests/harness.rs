@@ -18,7 +18,9 @@ fn ensemble_elects_a_new_leader_after_its_leader_is_killed() {
     let mut ens = ZkEnsemble::start(3).expect("start ensemble");
     let first = ens.wait_leader(Duration::from_secs(10)).expect("a leader");
     ens.servers[first].kill();
-    let second = ens.wait_leader(Duration::from_secs(15)).expect("a new leader");
+    let second = ens
+        .wait_leader(Duration::from_secs(15))
+        .expect("a new leader");
     assert_ne!(first, second);
 }
 
