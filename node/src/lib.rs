@@ -15,3 +15,7 @@
 //! connection-state rules (a suspended session means "no longer leader").
 
 pub mod zk;
+pub mod layout;
+pub mod result;
+
+pub use result::RoundResult;

@@ -1,0 +1,41 @@
+//! The ZooKeeper layout: every znode path in one place.
+//!
+//! The first five are the kazoo-based implementations' layout (wire-compatible); the
+//! `/rounds` subtree is ours: the durable hand-off that makes delivery exactly-once.
+
+/// kazoo `Election` path: contenders `<uuid hex>__lock__<seq>`, data = node id.
+pub const ELECTION: &str = "/election";
+/// kazoo `Barrier`: up (exists) while a round is open. Data: the round number in ASCII
+/// (kazoo ignores barrier data; ours is informational).
+pub const BARRIER: &str = "/barrier";
+/// Parent of the readings: `/mediciones/<id>`, ephemeral, data = reading as ASCII decimal.
+pub const READINGS: &str = "/mediciones";
+/// kazoo `Counter`: readings taken cluster-wide, ASCII integer.
+pub const COUNTER: &str = "/counter";
+/// Parent of the live config znodes.
+pub const CONFIG: &str = "/config";
+/// Sampling period in seconds, ASCII decimal (e.g. `5`, `0.5`).
+pub const CONFIG_SAMPLING_PERIOD: &str = "/config/sampling_period";
+/// Base URL of the API (e.g. `http://api:8080`).
+pub const CONFIG_API_URL: &str = "/config/api_url";
+/// Live API instances: `/services/api/<instance>`, ephemeral, data = base URL.
+pub const SERVICES_API: &str = "/services/api";
+/// Parent of our round bookkeeping.
+pub const ROUNDS: &str = "/rounds";
+/// Number of the last committed round, ASCII integer (0 or missing = none yet).
+pub const ROUNDS_LAST: &str = "/rounds/last";
+/// Number of the last round the API acknowledged, ASCII integer.
+pub const ROUNDS_DELIVERED: &str = "/rounds/delivered";
+/// Committed but not yet acknowledged rounds: `/rounds/outbox/<round, 20 digits>`, JSON
+/// [`crate::RoundResult`]. Deleted once the API acknowledged them.
+pub const OUTBOX: &str = "/rounds/outbox";
+
+/// The outbox znode of round `round` (zero-padded so names sort in round order).
+pub fn outbox_entry(round: u64) -> String {
+    format!("{OUTBOX}/{round:020}")
+}
+
+/// The reading znode of node `id`.
+pub fn reading(id: &str) -> String {
+    format!("{READINGS}/{id}")
+}
