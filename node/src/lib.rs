@@ -14,8 +14,9 @@
 //! The recipes live in [`zk`]; they are kazoo-compatible on the wire and follow Curator's
 //! connection-state rules (a suspended session means "no longer leader").
 
-pub mod zk;
+pub mod config;
 pub mod layout;
 pub mod result;
+pub mod zk;
 
 pub use result::RoundResult;

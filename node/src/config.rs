@@ -1,0 +1,806 @@
+//! Configuration: start-up settings (flags and env vars) and live config from ZooKeeper.
+//!
+//! Two layers, with one set of validation functions shared by both (and by `sensorctl`, which
+//! validates before it writes):
+//!
+//! * [`NodeArgs`] — what `sensor-node` is started with. Every flag has an env var of the same
+//!   meaning (`--sampling-period` / `SAMPLING_PERIOD`, ...). A bad value stops the process at
+//!   start-up with a message naming the setting (clap exits with status 2).
+//! * [`LiveConfig`] — the settings an operator may change while the fleet runs, watched in
+//!   `/config/sampling_period` and `/config/api_url` by [`watch_live_config`]. A missing znode
+//!   means "use the start-up default"; an invalid value is ignored with one warning and the
+//!   last good value stays in force, so a typo can never stop the fleet.
+
+use std::fmt;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use tokio::sync::watch;
+
+use crate::layout;
+use crate::zk::{DataWatch, NodeData, Session, SessionConfig};
+
+/// Longest accepted sampling period (one hour): longer is almost certainly a typo (ms?).
+pub const MAX_SAMPLING_PERIOD: Duration = Duration::from_secs(3600);
+/// Shortest accepted sampling period: below 1 ms the value rounds to nothing.
+pub const MIN_SAMPLING_PERIOD: Duration = Duration::from_millis(1);
+/// Sampling period used when neither the flag/env nor ZooKeeper say otherwise.
+pub const DEFAULT_SAMPLING_PERIOD: Duration = Duration::from_secs(5);
+
+/// A setting with an unusable value. Names the setting so the operator knows what to fix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `value` is not acceptable for `field` (e.g. `sampling_period`, `api_url`, `id`, `zk`).
+    #[error("invalid {field} {value:?}: {reason}")]
+    Invalid {
+        /// The setting, as operators know it (`sampling_period`, `api_url`, `id`, `zk`, ...).
+        field: &'static str,
+        /// The rejected value, verbatim.
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// No `--id`/`NODE_ID` was given and the hostname could not be read or is not a valid id.
+    #[error("no node id: set --id or NODE_ID ({0})")]
+    NoNodeId(String),
+}
+
+impl ConfigError {
+    fn invalid(field: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            field,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The setting this error is about (`id` for [`ConfigError::NoNodeId`]).
+    pub fn field(&self) -> &'static str {
+        match self {
+            ConfigError::Invalid { field, .. } => field,
+            ConfigError::NoNodeId(_) => "id",
+        }
+    }
+}
+
+/// Parses a sampling period in seconds, ASCII decimal (`5`, `0.5`, `12.25`), as written in
+/// `/config/sampling_period` or given as `--sampling-period`.
+///
+/// Accepts finite values in [0.001, 3600]; rejects `abc`, `-1`, `0`, `NaN`, `inf`, empty.
+pub fn parse_sampling_period(raw: &str) -> Result<Duration, ConfigError> {
+    const FIELD: &str = "sampling_period";
+    let text = raw.trim();
+    if text.is_empty() {
+        return Err(ConfigError::invalid(
+            FIELD,
+            raw,
+            "empty; expected seconds, e.g. 5 or 0.5",
+        ));
+    }
+    let secs: f64 = text.parse().map_err(|_| {
+        ConfigError::invalid(FIELD, raw, "not a number; expected seconds, e.g. 5 or 0.5")
+    })?;
+    if !secs.is_finite() {
+        return Err(ConfigError::invalid(
+            FIELD,
+            raw,
+            "must be a finite number of seconds",
+        ));
+    }
+    if secs <= 0.0 {
+        return Err(ConfigError::invalid(FIELD, raw, "must be greater than 0"));
+    }
+    if secs > MAX_SAMPLING_PERIOD.as_secs_f64() {
+        return Err(ConfigError::invalid(
+            FIELD,
+            raw,
+            "must be at most 3600 seconds",
+        ));
+    }
+    let period = Duration::from_secs_f64(secs);
+    if period < MIN_SAMPLING_PERIOD {
+        return Err(ConfigError::invalid(
+            FIELD,
+            raw,
+            "must be at least 0.001 seconds",
+        ));
+    }
+    Ok(period)
+}
+
+/// Parses the API's base URL (`http://api:8080`, `https://x.example/prefix`), as written in
+/// `/config/api_url`, `/services/api/*` or given as `--api-url`.
+///
+/// Requires an `http` or `https` scheme and a host; no query or fragment (paths are appended
+/// to it). Returns the URL in normal form without trailing `/`, so
+/// `format!("{base}/api/v1/averages")` is always well-formed.
+pub fn parse_api_url(raw: &str) -> Result<String, ConfigError> {
+    const FIELD: &str = "api_url";
+    let text = raw.trim();
+    if text.is_empty() {
+        return Err(ConfigError::invalid(
+            FIELD,
+            raw,
+            "empty; expected e.g. http://api:8080",
+        ));
+    }
+    let url = reqwest::Url::parse(text).map_err(|e| {
+        ConfigError::invalid(FIELD, raw, format!("{e}; expected e.g. http://api:8080"))
+    })?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(ConfigError::invalid(
+            FIELD,
+            raw,
+            "scheme must be http or https",
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::invalid(FIELD, raw, "no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::invalid(
+            FIELD,
+            raw,
+            "must not have a query or fragment",
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// Validates a node id: it becomes the znode name `/mediciones/<id>`, so it must be
+/// non-empty, at most 128 characters of `[A-Za-z0-9._-]`, and not `.` or `..`.
+pub fn parse_node_id(raw: &str) -> Result<String, ConfigError> {
+    const FIELD: &str = "id";
+    if raw.is_empty() {
+        return Err(ConfigError::invalid(FIELD, raw, "empty"));
+    }
+    if raw.len() > 128 {
+        return Err(ConfigError::invalid(
+            FIELD,
+            raw,
+            "longer than 128 characters",
+        ));
+    }
+    if let Some(bad) = raw
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(ConfigError::invalid(
+            FIELD,
+            raw,
+            format!("character {bad:?} not allowed; use only A-Z a-z 0-9 . _ -"),
+        ));
+    }
+    if raw == "." || raw == ".." {
+        return Err(ConfigError::invalid(FIELD, raw, "not a valid znode name"));
+    }
+    Ok(raw.to_string())
+}
+
+/// Validates a ZooKeeper connect string: `host:port[,host:port...][/chroot]`.
+///
+/// Hosts are names or IPv4 addresses (`[v6]` in brackets), ports 1..=65535; the optional
+/// chroot is an absolute path without empty, `.` or `..` segments.
+pub fn parse_zk_hosts(raw: &str) -> Result<String, ConfigError> {
+    const FIELD: &str = "zk";
+    let text = raw.trim();
+    if text.is_empty() {
+        return Err(ConfigError::invalid(
+            FIELD,
+            raw,
+            "empty; expected host:port[,host:port][/chroot]",
+        ));
+    }
+    let (hosts, chroot) = match text.find('/') {
+        Some(i) => (&text[..i], Some(&text[i..])),
+        None => (text, None),
+    };
+    for entry in hosts.split(',') {
+        let Some((host, port)) = entry.rsplit_once(':') else {
+            return Err(ConfigError::invalid(
+                FIELD,
+                raw,
+                format!("{entry:?} is not host:port"),
+            ));
+        };
+        let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            !v6.is_empty()
+                && v6
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        } else {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+        };
+        if !host_ok {
+            return Err(ConfigError::invalid(
+                FIELD,
+                raw,
+                format!("bad host {host:?} in {entry:?}"),
+            ));
+        }
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => {}
+            _ => {
+                return Err(ConfigError::invalid(
+                    FIELD,
+                    raw,
+                    format!("bad port {port:?} in {entry:?}"),
+                ))
+            }
+        }
+    }
+    if let Some(root) = chroot {
+        if root != "/" {
+            let bad = root[1..]
+                .split('/')
+                .any(|seg| seg.is_empty() || seg == "." || seg == "..");
+            if bad {
+                return Err(ConfigError::invalid(
+                    FIELD,
+                    raw,
+                    format!("bad chroot {root:?}: empty, '.' or '..' segment"),
+                ));
+            }
+        }
+    }
+    Ok(text.to_string())
+}
+
+fn parse_session_timeout_ms(raw: &str) -> Result<u64, ConfigError> {
+    let ms: u64 = raw.trim().parse().map_err(|_| {
+        ConfigError::invalid("session_timeout_ms", raw, "not an integer of milliseconds")
+    })?;
+    if !(1_000..=120_000).contains(&ms) {
+        return Err(ConfigError::invalid(
+            "session_timeout_ms",
+            raw,
+            "must be between 1000 and 120000",
+        ));
+    }
+    Ok(ms)
+}
+
+fn parse_outbox_limit(raw: &str) -> Result<usize, ConfigError> {
+    let n: usize = raw
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::invalid("outbox_limit", raw, "not a positive integer"))?;
+    if !(1..=1_000_000).contains(&n) {
+        return Err(ConfigError::invalid(
+            "outbox_limit",
+            raw,
+            "must be between 1 and 1000000",
+        ));
+    }
+    Ok(n)
+}
+
+fn parse_api_token(raw: &str) -> Result<String, ConfigError> {
+    let token = raw.trim();
+    if token.is_empty() || token.chars().any(|c| c.is_control() || c == ' ') {
+        // Never echo the token itself, even in an error.
+        return Err(ConfigError::invalid(
+            "api_token",
+            "<redacted>",
+            "must be non-empty, without spaces or control characters",
+        ));
+    }
+    Ok(token.to_string())
+}
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+/// Installs the global `tracing` subscriber writing to stderr in `format`, filtered by
+/// `RUST_LOG` (default `info`). Call once, early in `main`; a second call is ignored.
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// `sensor-node`'s start-up settings. Each flag has an env var of the same meaning; flags
+/// win over env vars. Values are validated while parsing, so a bad one exits with status 2
+/// and a message naming the flag (the one exception, a hostname unusable as id, is reported
+/// by [`NodeArgs::resolve`]).
+#[derive(Clone, Parser)]
+#[command(
+    name = "sensor-node",
+    version,
+    about = "One sensor of a ZooKeeper-coordinated fleet: takes a reading each round; the elected leader averages the round and delivers it to sensor-api exactly once.",
+    after_help = "Live config: /config/sampling_period and /config/api_url in ZooKeeper override --sampling-period and --api-url while present (change them with `sensorctl config set`)."
+)]
+pub struct NodeArgs {
+    /// Node id, used as the znode name /mediciones/<id> and the election identifier.
+    /// Only A-Z a-z 0-9 . _ - [default: the hostname]
+    #[arg(long, env = "NODE_ID", value_name = "ID", value_parser = parse_node_id)]
+    pub id: Option<String>,
+
+    /// ZooKeeper connect string: host:port[,host:port...][/chroot].
+    #[arg(
+        long = "zk",
+        env = "ZOOKEEPER_HOSTS",
+        value_name = "HOSTS",
+        default_value = "127.0.0.1:2181",
+        value_parser = parse_zk_hosts
+    )]
+    pub zk: String,
+
+    /// Base URL of sensor-api (http or https), used until /config/api_url is set; API
+    /// instances registered under /services/api are tried after it. [default: none]
+    #[arg(long, env = "API_URL", value_name = "URL", value_parser = parse_api_url)]
+    pub api_url: Option<String>,
+
+    /// Seconds between rounds (decimal, > 0, <= 3600), used while /config/sampling_period
+    /// is absent.
+    #[arg(
+        long,
+        env = "SAMPLING_PERIOD",
+        value_name = "SECONDS",
+        default_value = "5",
+        value_parser = parse_sampling_period
+    )]
+    pub sampling_period: Duration,
+
+    /// Bearer token sent to sensor-api on every delivery. [default: none]
+    #[arg(
+        long,
+        env = "API_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        value_parser = parse_api_token
+    )]
+    pub api_token: Option<String>,
+
+    /// ZooKeeper session timeout in milliseconds (1000..=120000); the server may clamp it.
+    /// A leader that is cut off longer than this loses leadership.
+    #[arg(
+        long,
+        env = "SESSION_TIMEOUT_MS",
+        value_name = "MS",
+        default_value = "10000",
+        value_parser = parse_session_timeout_ms
+    )]
+    pub session_timeout_ms: u64,
+
+    /// Most committed-but-undelivered rounds kept in ZooKeeper while the API is down; at
+    /// the bound the leader stops opening rounds (back-pressure, never silent loss).
+    #[arg(
+        long,
+        env = "OUTBOX_LIMIT",
+        value_name = "ROUNDS",
+        default_value = "1000",
+        value_parser = parse_outbox_limit
+    )]
+    pub outbox_limit: usize,
+
+    /// Log format on stderr (filter with RUST_LOG).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Validate the settings, print the effective configuration (token redacted) and exit 0.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+impl fmt::Debug for NodeArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeArgs")
+            .field("id", &self.id)
+            .field("zk", &self.zk)
+            .field("api_url", &self.api_url)
+            .field("sampling_period", &self.sampling_period)
+            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("session_timeout_ms", &self.session_timeout_ms)
+            .field("outbox_limit", &self.outbox_limit)
+            .field("log_format", &self.log_format)
+            .field("check_config", &self.check_config)
+            .finish()
+    }
+}
+
+/// Where the node id came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdSource {
+    /// `--id` or `NODE_ID`.
+    Explicit,
+    /// Derived from the hostname (stable across restarts of the same host/container).
+    Hostname,
+}
+
+/// The resolved start-up configuration: [`NodeArgs`] with the id filled in and the units
+/// converted. `Debug` and [`NodeConfig::render`] never show the token.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// The node id (a valid znode name).
+    pub id: String,
+    /// Whether the id was given or derived from the hostname.
+    pub id_source: IdSource,
+    /// ZooKeeper connect string.
+    pub zk: String,
+    /// Default API base URL (live `/config/api_url` overrides it).
+    pub api_url: Option<String>,
+    /// Default sampling period (live `/config/sampling_period` overrides it).
+    pub sampling_period: Duration,
+    /// Bearer token for the API.
+    pub api_token: Option<String>,
+    /// Requested ZooKeeper session timeout.
+    pub session_timeout: Duration,
+    /// Bound of the outbox (rounds).
+    pub outbox_limit: usize,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl NodeArgs {
+    /// Fills in the defaults that need the environment (the id from the hostname) and
+    /// converts units. Logs the derived id at info level, so call it after
+    /// [`init_tracing`]. Fails with [`ConfigError::NoNodeId`] if no id was given and the
+    /// hostname is unusable (treat like a bad flag: exit 2).
+    pub fn resolve(&self) -> Result<NodeConfig, ConfigError> {
+        let (id, id_source) = match &self.id {
+            Some(id) => (id.clone(), IdSource::Explicit),
+            None => {
+                let host = hostname::get()
+                    .map_err(|e| ConfigError::NoNodeId(format!("cannot read the hostname: {e}")))?;
+                let host = host.to_str().ok_or_else(|| {
+                    ConfigError::NoNodeId("the hostname is not valid UTF-8".to_string())
+                })?;
+                let id = parse_node_id(host).map_err(|e| {
+                    ConfigError::NoNodeId(format!("the hostname is not a valid id: {e}"))
+                })?;
+                tracing::info!(id = %id, "no --id/NODE_ID given; using the hostname as node id");
+                (id, IdSource::Hostname)
+            }
+        };
+        Ok(NodeConfig {
+            id,
+            id_source,
+            zk: self.zk.clone(),
+            api_url: self.api_url.clone(),
+            sampling_period: self.sampling_period,
+            api_token: self.api_token.clone(),
+            session_timeout: Duration::from_millis(self.session_timeout_ms),
+            outbox_limit: self.outbox_limit,
+            log_format: self.log_format,
+        })
+    }
+}
+
+impl NodeConfig {
+    /// The live config to use while the `/config` znodes are absent.
+    pub fn live_defaults(&self) -> LiveConfig {
+        LiveConfig {
+            sampling_period: self.sampling_period,
+            api_url: self.api_url.clone(),
+        }
+    }
+
+    /// The ZooKeeper session settings.
+    pub fn session_config(&self) -> SessionConfig {
+        SessionConfig::new(self.zk.clone(), self.session_timeout)
+    }
+
+    /// The effective configuration as aligned `key = value` lines (what `--check-config`
+    /// prints). The token is shown as `<redacted>` (or `<none>`), never in clear.
+    pub fn render(&self) -> String {
+        let id_note = match self.id_source {
+            IdSource::Explicit => "",
+            IdSource::Hostname => "  (from hostname)",
+        };
+        let lines = [
+            ("id", format!("{}{id_note}", self.id)),
+            ("zk", self.zk.clone()),
+            (
+                "api_url",
+                self.api_url.clone().unwrap_or_else(|| "<none>".to_string()),
+            ),
+            (
+                "sampling_period",
+                format!("{}s", self.sampling_period.as_secs_f64()),
+            ),
+            (
+                "api_token",
+                if self.api_token.is_some() {
+                    "<redacted>"
+                } else {
+                    "<none>"
+                }
+                .to_string(),
+            ),
+            (
+                "session_timeout_ms",
+                self.session_timeout.as_millis().to_string(),
+            ),
+            ("outbox_limit", self.outbox_limit.to_string()),
+            ("log_format", self.log_format.to_string()),
+        ];
+        let mut out = String::new();
+        for (k, v) in lines {
+            out.push_str(&format!("{k:<20} = {v}\n"));
+        }
+        out
+    }
+}
+
+impl fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("id", &self.id)
+            .field("id_source", &self.id_source)
+            .field("zk", &self.zk)
+            .field("api_url", &self.api_url)
+            .field("sampling_period", &self.sampling_period)
+            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("session_timeout", &self.session_timeout)
+            .field("outbox_limit", &self.outbox_limit)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// The settings that may change while the fleet runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveConfig {
+    /// Time between rounds (what the leader waits before closing a round).
+    pub sampling_period: Duration,
+    /// Preferred API base URL (tried before discovered instances), if any.
+    pub api_url: Option<String>,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            sampling_period: DEFAULT_SAMPLING_PERIOD,
+            api_url: None,
+        }
+    }
+}
+
+/// Watches `/config/sampling_period` and `/config/api_url` and publishes the effective
+/// [`LiveConfig`]; the receiver starts at `defaults` and changes when a znode does.
+///
+/// Per key: a missing (or empty) znode means the default; a valid value applies at once
+/// (logged at info); an invalid one is ignored with one `warn` naming the znode and value,
+/// and the last good value stays in force. Survives reconnects and session expiry (the
+/// underlying [`DataWatch`]es re-arm); the task ends when every receiver is dropped or the
+/// session is closed. Must be called inside a tokio runtime.
+pub fn watch_live_config(session: &Session, defaults: LiveConfig) -> watch::Receiver<LiveConfig> {
+    let (tx, rx) = watch::channel(defaults.clone());
+    let period = DataWatch::start(session, layout::CONFIG_SAMPLING_PERIOD);
+    let url = DataWatch::start(session, layout::CONFIG_API_URL);
+    tokio::spawn(run_live_config(tx, defaults, period, url));
+    rx
+}
+
+/// What one znode says about one setting.
+enum Reading<T> {
+    /// Use the default (znode missing, empty, or not read yet).
+    Default,
+    /// A valid value.
+    Value(T),
+    /// An invalid value: keep the last good one.
+    Invalid,
+}
+
+fn read_key<T>(
+    znode: &'static str,
+    data: &NodeData,
+    parse: impl Fn(&str) -> Result<T, ConfigError>,
+) -> Reading<T> {
+    match data {
+        NodeData::Unknown | NodeData::Missing => Reading::Default,
+        NodeData::Present { data, .. } => match std::str::from_utf8(data) {
+            Err(_) => {
+                tracing::warn!(znode, value = %String::from_utf8_lossy(data), "invalid live config value (not UTF-8) ignored; keeping the last good value");
+                Reading::Invalid
+            }
+            Ok(text) if text.trim().is_empty() => Reading::Default,
+            Ok(text) => match parse(text) {
+                Ok(v) => Reading::Value(v),
+                Err(e) => {
+                    tracing::warn!(znode, value = %text, error = %e, "invalid live config value ignored; keeping the last good value");
+                    Reading::Invalid
+                }
+            },
+        },
+    }
+}
+
+async fn run_live_config(
+    tx: watch::Sender<LiveConfig>,
+    defaults: LiveConfig,
+    mut period: watch::Receiver<NodeData>,
+    mut url: watch::Receiver<NodeData>,
+) {
+    let mut period_changed = true;
+    let mut url_changed = true;
+    loop {
+        if period_changed {
+            let next = match read_key(
+                layout::CONFIG_SAMPLING_PERIOD,
+                &period.borrow_and_update(),
+                parse_sampling_period,
+            ) {
+                Reading::Default => Some(defaults.sampling_period),
+                Reading::Value(v) => Some(v),
+                Reading::Invalid => None,
+            };
+            if let Some(next) = next {
+                tx.send_if_modified(|cfg| {
+                    if cfg.sampling_period == next {
+                        return false;
+                    }
+                    tracing::info!(
+                        znode = layout::CONFIG_SAMPLING_PERIOD,
+                        old_s = cfg.sampling_period.as_secs_f64(),
+                        new_s = next.as_secs_f64(),
+                        "sampling period changed"
+                    );
+                    cfg.sampling_period = next;
+                    true
+                });
+            }
+        }
+        if url_changed {
+            let next = match read_key(
+                layout::CONFIG_API_URL,
+                &url.borrow_and_update(),
+                parse_api_url,
+            ) {
+                Reading::Default => Some(defaults.api_url.clone()),
+                Reading::Value(v) => Some(Some(v)),
+                Reading::Invalid => None,
+            };
+            if let Some(next) = next {
+                tx.send_if_modified(|cfg| {
+                    if cfg.api_url == next {
+                        return false;
+                    }
+                    tracing::info!(znode = layout::CONFIG_API_URL, old = ?cfg.api_url, new = ?next, "API URL changed");
+                    cfg.api_url = next;
+                    true
+                });
+            }
+        }
+        (period_changed, url_changed) = tokio::select! {
+            r = period.changed() => {
+                if r.is_err() { return; }
+                (true, false)
+            }
+            r = url.changed() => {
+                if r.is_err() { return; }
+                (false, true)
+            }
+            _ = tx.closed() => return,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_period_accepts_decimals_and_rejects_nonsense() {
+        assert_eq!(parse_sampling_period("5").unwrap(), Duration::from_secs(5));
+        assert_eq!(
+            parse_sampling_period(" 0.5\n").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_sampling_period("3600").unwrap(),
+            Duration::from_secs(3600)
+        );
+        for bad in [
+            "abc",
+            "-1",
+            "0",
+            "0.0",
+            "NaN",
+            "inf",
+            "",
+            "3600.5",
+            "0.0000001",
+            "5s",
+        ] {
+            let err = parse_sampling_period(bad).unwrap_err();
+            assert_eq!(err.field(), "sampling_period", "{bad}");
+            assert!(err.to_string().contains("sampling_period"), "{err}");
+        }
+    }
+
+    #[test]
+    fn api_url_needs_scheme_and_host() {
+        assert_eq!(
+            parse_api_url("http://api:8080/").unwrap(),
+            "http://api:8080"
+        );
+        assert_eq!(
+            parse_api_url("https://x.example/p").unwrap(),
+            "https://x.example/p"
+        );
+        for bad in [
+            "api:8080",
+            "localhost",
+            "ftp://x",
+            "http://",
+            "",
+            "http://a/?q=1",
+        ] {
+            let err = parse_api_url(bad).unwrap_err();
+            assert_eq!(err.field(), "api_url", "{bad}");
+        }
+    }
+
+    #[test]
+    fn node_id_is_a_znode_name() {
+        assert_eq!(parse_node_id("node-1.a_b").unwrap(), "node-1.a_b");
+        for bad in ["", "a/b", "a b", ".", "..", "é"] {
+            assert_eq!(parse_node_id(bad).unwrap_err().field(), "id", "{bad}");
+        }
+    }
+
+    #[test]
+    fn zk_hosts_syntax() {
+        for good in [
+            "127.0.0.1:2181",
+            "zk1:2181,zk2:2181,zk3:2181",
+            "zk1:2181/app/x",
+            "[::1]:2181",
+            "zk:2181/",
+        ] {
+            assert_eq!(parse_zk_hosts(good).unwrap(), good);
+        }
+        for bad in [
+            "",
+            "zk1",
+            "zk1:",
+            "zk1:0",
+            "zk1:99999",
+            ":2181",
+            "a:1,,b:2",
+            "a:1/x//y",
+            "a:1/x/",
+        ] {
+            assert_eq!(parse_zk_hosts(bad).unwrap_err().field(), "zk", "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_and_redaction() {
+        let args = NodeArgs::try_parse_from(["sensor-node", "--id", "n1", "--api-token", "s3cret"])
+            .unwrap();
+        let cfg = args.resolve().unwrap();
+        assert_eq!(cfg.sampling_period, Duration::from_secs(5));
+        assert_eq!(cfg.session_timeout, Duration::from_millis(10_000));
+        assert_eq!(cfg.outbox_limit, 1000);
+        assert!(!cfg.render().contains("s3cret"));
+        assert!(!format!("{cfg:?}{args:?}").contains("s3cret"));
+    }
+}
