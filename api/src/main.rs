@@ -1,1 +1,158 @@
-#[tokio::main] async fn main() -> anyhow::Result<()> { Ok(()) }
+//! `sensor-api` binary: parse flags, set up logging, wire the store, serve until SIGTERM.
+//! All behaviour lives in the library (`sensor_api`); see its crate docs.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use sensor_api::config::{Cli, Command, Config, LogFormat};
+use sensor_api::retention::RetentionPolicy;
+use sensor_api::store::{Store, StoreConfig};
+use sensor_api::{app, AppState};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = cli.config.validate() {
+        eprintln!("sensor-api: {e}");
+        return ExitCode::from(2);
+    }
+    if cli.check_config {
+        println!("{}", cli.config);
+        println!("# configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sensor-api: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::Healthcheck { url, timeout }) => {
+            let url = url
+                .unwrap_or_else(|| format!("http://127.0.0.1:{}/readyz", cli.config.listen.port()));
+            match runtime.block_on(healthcheck(&url, timeout)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sensor-api healthcheck: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None => match runtime.block_on(serve(cli.config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "sensor-api failed");
+                eprintln!("sensor-api: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn healthcheck(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(timeout).build()?;
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = response.status();
+    anyhow::ensure!(status.is_success(), "GET {url} answered {status}");
+    println!("{url}: {status}");
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging(config.log_format);
+    let store = Store::open(
+        &config.redis_url,
+        &StoreConfig {
+            key_prefix: config.key_prefix.clone(),
+            response_timeout: config.redis_timeout,
+            connect_timeout: config.redis_timeout.min(Duration::from_secs(2)),
+        },
+    )
+    .context("redis url")?;
+    if let Err(e) = store.ping().await {
+        // Not fatal: the store reconnects by itself; until then requests answer 503.
+        tracing::warn!(error = %e, "redis not reachable at start-up; serving 503 until it is");
+    }
+    let mut state = AppState::new(store.clone()).with_token(config.api_token.clone());
+    state.request_timeout = config.request_timeout;
+    let policy = RetentionPolicy {
+        max_age: config.retention_max_age,
+        max_count: config.retention_max_count,
+        interval: config.retention_interval,
+    };
+    let retention = tokio::spawn(sensor_api::retention::run(
+        store.clone(),
+        state.metrics.clone(),
+        policy,
+    ));
+    let registration = sensor_api::registration::spawn(&config);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("bind {}", config.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(listen = %local, redis = %config.redis_url, auth = config.api_token.is_some(), "sensor-api listening");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+    });
+    let server = tokio::spawn(async move { server.await });
+    shutdown_signal().await;
+    tracing::info!(
+        grace_ms = config.shutdown_grace.as_millis() as u64,
+        "shutting down: finishing in-flight requests"
+    );
+    let _ = stop_tx.send(true);
+    retention.abort();
+    if let Some(r) = registration {
+        r.abort();
+    }
+    match tokio::time::timeout(config.shutdown_grace, server).await {
+        Ok(Ok(Ok(()))) => tracing::info!("stopped cleanly"),
+        Ok(Ok(Err(e))) => return Err(e).context("server"),
+        Ok(Err(e)) => return Err(e).context("server task"),
+        Err(_) => tracing::warn!("grace period over; dropping remaining connections"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -8,6 +8,11 @@
 //! since the Unix epoch, so the same history always falls into the same buckets (stable
 //! charts on refresh, and the store can serve them from pre-aggregated rollups).
 //!
+//! From 10 s up, every width is a multiple of the store's finest rollup (10 s) and the
+//! coarsest rollup dividing it serves the query (see `store::Store::buckets`); finer
+//! widths are only exact when the store aggregates raw points, which the query handler
+//! checks.
+//!
 //! Invariants of a [`Grid`]: `width_ms >= 1`, `first_ms` is a multiple of `width_ms`,
 //! `first_ms <= from_ms`, the last bucket contains `to_ms`, and `len() <= max_points`.
 
@@ -26,7 +31,7 @@ const NICE_WIDTHS_MS: &[i64] = &[
     2 * SECOND,
     5 * SECOND,
     10 * SECOND,
-    15 * SECOND,
+    20 * SECOND,
     30 * SECOND,
     MINUTE,
     2 * MINUTE,
@@ -163,7 +168,7 @@ mod tests {
         let g = Grid::choose(0, HOUR, 1000, 20 * SECOND);
         assert_eq!(g.width_ms, 30 * SECOND);
         let g = Grid::choose(0, HOUR, 1000, 15 * SECOND);
-        assert_eq!(g.width_ms, 15 * SECOND);
+        assert_eq!(g.width_ms, 20 * SECOND);
     }
 
     #[test]

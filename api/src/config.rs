@@ -1,0 +1,360 @@
+//! Configuration: every setting is a CLI flag and an environment variable of the same
+//! meaning (the flag wins). [`Config::validate`] checks what clap cannot, and names the bad
+//! setting in its error so `--check-config` can tell an operator exactly what to fix.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Command line of the `sensor-api` binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sensor-api",
+    version,
+    about = "Stores the sensor cluster's round averages in Redis; serves the history page, JSON API, health and metrics"
+)]
+pub struct Cli {
+    /// Optional subcommand; without one the server runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Parse and validate the configuration, print the effective values, and exit
+    /// (0 when valid; non-zero with a message naming the bad setting otherwise).
+    #[arg(long)]
+    pub check_config: bool,
+    /// The server settings.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Probe a running instance's /readyz; exit 0 when ready, 1 otherwise (for container
+    /// health checks without curl).
+    Healthcheck {
+        /// URL to probe [default: http://127.0.0.1:<port of --listen>/readyz].
+        #[arg(long, env = "HEALTHCHECK_URL")]
+        url: Option<String>,
+        /// Give up after this long.
+        #[arg(long, default_value = "3s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Server settings.
+#[derive(Clone, Debug, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Redis URL (redis://host:port/db).
+    #[arg(
+        long = "redis",
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/"
+    )]
+    pub redis_url: String,
+    /// Bearer token required for writes (POST /api/v1/averages, GET /nuevo). Unset = writes
+    /// are open.
+    #[arg(long, env = "API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// ZooKeeper connect string (host:port,...[/chroot]); when set, this instance registers
+    /// its advertised URL as an ephemeral znode under /services/api.
+    #[arg(long, env = "ZOOKEEPER_HOSTS")]
+    pub zookeeper_hosts: Option<String>,
+    /// URL under which nodes reach this instance [default: http://<hostname>:<port>].
+    #[arg(long, env = "ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// Name of this instance's znode under /services/api [default: <hostname>-<port>].
+    #[arg(long, env = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// Prefix of every Redis key (lets deployments share one Redis).
+    #[arg(long, env = "KEY_PREFIX", default_value = "zk-sensors")]
+    pub key_prefix: String,
+    /// Delete averages older than this (e.g. 30d, 12h). Unset = keep forever.
+    #[arg(long, env = "RETENTION_MAX_AGE", value_parser = parse_duration)]
+    pub retention_max_age: Option<Duration>,
+    /// Keep at most this many averages (the oldest go first). Unset = no limit.
+    #[arg(long, env = "RETENTION_MAX_COUNT")]
+    pub retention_max_count: Option<u64>,
+    /// How often retention runs.
+    #[arg(long, env = "RETENTION_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub retention_interval: Duration,
+    /// Requests taking longer are answered 503.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// One Redis command taking longer counts as Redis being unavailable.
+    #[arg(long, env = "REDIS_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub redis_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// A setting that parsed but makes no sense.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {setting}: {problem}")]
+pub struct ConfigError {
+    /// The flag (and env var) at fault, e.g. `--redis / REDIS_URL`.
+    pub setting: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn invalid(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        problem: problem.into(),
+    }
+}
+
+/// Parses `250ms`, `10s`, `5m`, `2h`, `30d`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 500ms, 10s, 5m, 2h, 30d)"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} (use ms, s, m, h, d)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"))
+}
+
+impl Config {
+    /// Checks the settings clap cannot check alone. Never touches the network.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let redis_ok = ["redis://", "rediss://", "unix://", "redis+unix://"]
+            .iter()
+            .any(|p| self.redis_url.starts_with(p));
+        if !redis_ok {
+            return Err(invalid(
+                "--redis / REDIS_URL",
+                format!(
+                    "{:?} must start with redis:// (or rediss://, unix://)",
+                    self.redis_url
+                ),
+            ));
+        }
+        if let Err(e) = redis::Client::open(self.redis_url.as_str()) {
+            return Err(invalid("--redis / REDIS_URL", e.to_string()));
+        }
+        if let Some(token) = &self.api_token {
+            if token.trim().is_empty() {
+                return Err(invalid(
+                    "--api-token / API_TOKEN",
+                    "is set but empty (unset it to leave writes open)",
+                ));
+            }
+        }
+        if let Some(hosts) = &self.zookeeper_hosts {
+            let connect = hosts.split('/').next().unwrap_or("");
+            let bad = connect.is_empty()
+                || connect.split(',').any(|h| {
+                    h.rsplit_once(':')
+                        .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+                });
+            if bad {
+                return Err(invalid(
+                    "--zookeeper-hosts / ZOOKEEPER_HOSTS",
+                    format!("{hosts:?} must look like host:port[,host:port...][/chroot]"),
+                ));
+            }
+        }
+        if let Some(url) = &self.advertise_url {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
+                return Err(invalid(
+                    "--advertise-url / ADVERTISE_URL",
+                    format!("{url:?} must be an http:// or https:// URL"),
+                ));
+            }
+        }
+        if let Some(id) = &self.instance_id {
+            if id.is_empty() || id.contains('/') {
+                return Err(invalid(
+                    "--instance-id / INSTANCE_ID",
+                    "must be non-empty and contain no '/'",
+                ));
+            }
+        }
+        if self.key_prefix.is_empty() {
+            return Err(invalid("--key-prefix / KEY_PREFIX", "must not be empty"));
+        }
+        if self.retention_max_age.is_some_and(|d| d.is_zero()) {
+            return Err(invalid(
+                "--retention-max-age / RETENTION_MAX_AGE",
+                "must be positive",
+            ));
+        }
+        if self.retention_max_count == Some(0) {
+            return Err(invalid(
+                "--retention-max-count / RETENTION_MAX_COUNT",
+                "must be at least 1",
+            ));
+        }
+        for (setting, d) in [
+            (
+                "--retention-interval / RETENTION_INTERVAL",
+                self.retention_interval,
+            ),
+            ("--request-timeout / REQUEST_TIMEOUT", self.request_timeout),
+            ("--redis-timeout / REDIS_TIMEOUT", self.redis_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(setting, "must be positive"));
+            }
+        }
+        Ok(())
+    }
+
+    /// This machine's host name (shown on the history page, default instance id).
+    pub fn hostname() -> String {
+        hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "unknown-host".to_string())
+    }
+
+    /// The URL registered in ZooKeeper.
+    pub fn effective_advertise_url(&self) -> String {
+        self.advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}:{}", Config::hostname(), self.listen.port()))
+    }
+
+    /// The znode name under /services/api.
+    pub fn effective_instance_id(&self) -> String {
+        self.instance_id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", Config::hostname(), self.listen.port()))
+    }
+}
+
+fn show_duration(d: Option<Duration>) -> String {
+    match d {
+        Some(d) => format!("{}ms", d.as_millis()),
+        None => "unset".to_string(),
+    }
+}
+
+/// The effective configuration, one `NAME=value` line per setting; the token is redacted.
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "LISTEN_ADDR={}", self.listen)?;
+        writeln!(f, "REDIS_URL={}", redact_url(&self.redis_url))?;
+        writeln!(
+            f,
+            "API_TOKEN={}",
+            if self.api_token.is_some() {
+                "<set, redacted>"
+            } else {
+                "unset (writes are open)"
+            }
+        )?;
+        writeln!(
+            f,
+            "ZOOKEEPER_HOSTS={}",
+            self.zookeeper_hosts
+                .as_deref()
+                .unwrap_or("unset (no registration)")
+        )?;
+        writeln!(f, "ADVERTISE_URL={}", self.effective_advertise_url())?;
+        writeln!(f, "INSTANCE_ID={}", self.effective_instance_id())?;
+        writeln!(f, "KEY_PREFIX={}", self.key_prefix)?;
+        writeln!(
+            f,
+            "RETENTION_MAX_AGE={}",
+            show_duration(self.retention_max_age)
+        )?;
+        writeln!(
+            f,
+            "RETENTION_MAX_COUNT={}",
+            self.retention_max_count
+                .map_or("unset".to_string(), |c| c.to_string())
+        )?;
+        writeln!(
+            f,
+            "RETENTION_INTERVAL={}",
+            show_duration(Some(self.retention_interval))
+        )?;
+        writeln!(
+            f,
+            "REQUEST_TIMEOUT={}",
+            show_duration(Some(self.request_timeout))
+        )?;
+        writeln!(
+            f,
+            "REDIS_TIMEOUT={}",
+            show_duration(Some(self.redis_timeout))
+        )?;
+        writeln!(
+            f,
+            "SHUTDOWN_GRACE={}",
+            show_duration(Some(self.shutdown_grace))
+        )?;
+        write!(f, "LOG_FORMAT={:?}", self.log_format)
+    }
+}
+
+/// Hides a password in `redis://user:password@host` URLs.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://<redacted>@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn url_password_is_redacted() {
+        assert_eq!(
+            redact_url("redis://:secret@redis:6379/0"),
+            "redis://<redacted>@redis:6379/0"
+        );
+        assert_eq!(redact_url("redis://redis:6379/"), "redis://redis:6379/");
+    }
+}

@@ -1,0 +1,351 @@
+//! `POST /grafana/query`: downsampled series, tables and leader-change annotations.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::Json;
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::catalog::{AGGREGATION, FORMAT, LEADER_CHANGES, RATE};
+use super::grid::Grid;
+use super::protocol::{payload_str, Column, QueryRequest, QueryResult, Target};
+use super::series::{Aggregation, Metric, Rate, SeriesSpec};
+use super::{parse_body, GrafanaError};
+use crate::store::{Average, Bucket, Store, ROLLUP_STEPS_MS};
+use crate::AppState;
+
+/// Points per series when the request does not say (Grafana always does).
+const DEFAULT_MAX_POINTS: u64 = 1_000;
+/// Averages read per page while looking for leader changes.
+const SCAN_PAGE: usize = 10_000;
+/// At most this many averages are scanned for leader changes per query, so a year-long
+/// annotation query stays bounded; zoom in to see changes past it.
+const SCAN_LIMIT: usize = 500_000;
+
+/// Up to this many points the store aggregates sub-rollup widths from raw points, exactly
+/// (mirrors the store's private `RAW_AGGREGATION_LIMIT`); past it, widths must be
+/// multiples of the finest rollup to be exact.
+const STORE_RAW_LIMIT: u64 = 2_000;
+
+/// The grid for a query, widened to the finest rollup (10 s) when a finer grid would make
+/// the store approximate (too many raw points for its raw path).
+async fn exact_grid(
+    store: &Store,
+    from_ms: i64,
+    to_ms: i64,
+    max_points: u64,
+    interval_ms: i64,
+) -> Result<Grid, GrafanaError> {
+    let finest = ROLLUP_STEPS_MS[0];
+    let grid = Grid::choose(from_ms, to_ms, max_points, interval_ms);
+    if grid.width_ms >= finest {
+        return Ok(grid);
+    }
+    let points = store.count_range(grid.first_ms, grid.end_ms() - 1).await?;
+    if points <= STORE_RAW_LIMIT {
+        Ok(grid)
+    } else {
+        Ok(Grid::choose(from_ms, to_ms, max_points, interval_ms.max(finest)))
+    }
+}
+
+/// What one target asks for.
+#[derive(Debug)]
+enum Plan {
+    /// A downsampled series, as time series or as a table.
+    Series {
+        spec: SeriesSpec,
+        table: bool,
+        ref_id: Option<String>,
+    },
+    /// Leader changes as an annotation table.
+    LeaderChanges { ref_id: Option<String> },
+}
+
+/// Parses an ISO-8601 (RFC 3339) instant into epoch milliseconds.
+fn parse_instant(what: &str, text: Option<&str>) -> Result<i64, GrafanaError> {
+    let text = text.ok_or_else(|| GrafanaError::BadRequest(format!("range.{what} is missing")))?;
+    OffsetDateTime::parse(text.trim(), &Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .map_err(|e| {
+            GrafanaError::BadRequest(format!(
+                "range.{what} {text:?} is not an ISO-8601 UTC time: {e}"
+            ))
+        })
+}
+
+fn bad(message: String) -> GrafanaError {
+    GrafanaError::BadRequest(message)
+}
+
+/// Turns one target into a plan; `None` for placeholder rows with no metric chosen.
+fn plan(target: &Target) -> Result<Option<Plan>, GrafanaError> {
+    let name = target.target.as_deref().unwrap_or("").trim();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let ref_id = target.ref_id.clone();
+    if name == LEADER_CHANGES {
+        return Ok(Some(Plan::LeaderChanges { ref_id }));
+    }
+    let metric = Metric::parse(name).ok_or_else(|| {
+        bad(format!(
+            "unknown metric `{name}` (available: average, samples, rounds, {LEADER_CHANGES})"
+        ))
+    })?;
+    let payload = target.payload_object().map_err(bad)?;
+    let aggregation = payload_str(&payload, AGGREGATION)
+        .map_err(bad)?
+        .map(|a| Aggregation::parse(a).ok_or_else(|| bad(format!("unknown aggregation `{a}`"))))
+        .transpose()?;
+    let rate = payload_str(&payload, RATE)
+        .map_err(bad)?
+        .map(|r| Rate::parse(r).ok_or_else(|| bad(format!("unknown rate `{r}` (per_bucket, per_minute)"))))
+        .transpose()?;
+    let table = match payload_str(&payload, FORMAT).map_err(bad)? {
+        None => target.kind.as_deref() == Some("table"),
+        Some("table") => true,
+        Some("time_series" | "timeseries" | "timeserie" | "time series") => false,
+        Some(other) => {
+            return Err(bad(format!(
+                "unknown format `{other}` (time_series, table)"
+            )))
+        }
+    };
+    let spec = SeriesSpec::new(metric, aggregation, rate).map_err(bad)?;
+    Ok(Some(Plan::Series {
+        spec,
+        table,
+        ref_id,
+    }))
+}
+
+/// `POST /grafana/query`.
+pub async fn query(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Vec<QueryResult>>, GrafanaError> {
+    let request: QueryRequest = parse_body(&body)?;
+    let range = request.range.unwrap_or_default();
+    let from_ms = parse_instant("from", range.from.as_deref())?;
+    let to_ms = parse_instant("to", range.to.as_deref())?;
+    if from_ms > to_ms {
+        return Err(bad("range.from is after range.to".into()));
+    }
+    let filters = request.filters.iter().chain(request.adhoc_filters.iter()).flatten();
+    if filters.count() > 0 {
+        return Err(bad("ad hoc filters are not supported by this datasource".into()));
+    }
+    let max_points = request
+        .max_data_points
+        .filter(|n| n.is_finite() && *n >= 1.0)
+        .map_or(DEFAULT_MAX_POINTS, |n| n as u64);
+    let interval_ms = request
+        .interval_ms
+        .filter(|n| n.is_finite() && *n >= 0.0)
+        .map_or(0, |n| n as i64);
+
+    let mut plans = Vec::new();
+    for target in request.targets.iter().filter(|t| t.hide != Some(true)) {
+        if let Some(plan) = plan(target)? {
+            plans.push(plan);
+        }
+    }
+
+    // Every series target of one request shares the grid: read the buckets once.
+    let needs_buckets = plans.iter().any(|p| matches!(p, Plan::Series { .. }));
+    let grid = if needs_buckets {
+        exact_grid(&state.store, from_ms, to_ms, max_points, interval_ms).await?
+    } else {
+        Grid::choose(from_ms, to_ms, max_points, interval_ms)
+    };
+    let buckets = if needs_buckets {
+        state
+            .store
+            .buckets(grid.first_ms, grid.end_ms() - 1, grid.width_ms)
+            .await?
+    } else {
+        Vec::new()
+    };
+    tracing::debug!(
+        from_ms,
+        to_ms,
+        width_ms = grid.width_ms,
+        points = grid.buckets,
+        targets = plans.len(),
+        non_empty = buckets.len(),
+        "grafana query"
+    );
+
+    let mut results = Vec::with_capacity(plans.len());
+    for plan in plans {
+        results.push(match plan {
+            Plan::Series {
+                spec,
+                table,
+                ref_id,
+            } => series_result(&grid, &buckets, spec, table, ref_id),
+            Plan::LeaderChanges { ref_id } => {
+                let changes = leader_changes(&state.store, from_ms, to_ms).await?;
+                annotation_table(changes, ref_id)
+            }
+        });
+    }
+    Ok(Json(results))
+}
+
+/// One series on the grid: every bucket as a point (null when empty), or, as a table,
+/// one row per non-empty bucket.
+fn series_result(
+    grid: &Grid,
+    buckets: &[Bucket],
+    spec: SeriesSpec,
+    table: bool,
+    ref_id: Option<String>,
+) -> QueryResult {
+    let values = buckets
+        .iter()
+        .filter_map(|b| spec.value(b, grid.width_ms).map(|v| (b.start_ms, v)));
+    if table {
+        let rows = grid
+            .fill(values)
+            .into_iter()
+            .filter_map(|(v, t)| v.map(|v| vec![Value::from(t), Value::from(v)]))
+            .collect();
+        QueryResult::Table {
+            kind: "table",
+            ref_id,
+            columns: vec![
+                Column {
+                    text: "Time",
+                    kind: "time",
+                },
+                Column {
+                    text: spec.metric.name(),
+                    kind: "number",
+                },
+            ],
+            rows,
+        }
+    } else {
+        QueryResult::TimeSeries {
+            target: spec.display_name(),
+            ref_id,
+            datapoints: grid.fill(values),
+        }
+    }
+}
+
+/// A change of leader between two consecutive stored averages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaderChange {
+    /// When the first average of the new leader was taken (epoch ms).
+    pub at_ms: i64,
+    /// The previous leader.
+    pub from: String,
+    /// The new leader.
+    pub to: String,
+    /// Round of the first average of the new leader.
+    pub round: u64,
+    /// Its fencing token.
+    pub fencing: u64,
+}
+
+/// Finds leader changes among consecutive averages (in round order) — pure, for tests.
+pub fn changes_in(averages: &[Average], previous: Option<&Average>) -> Vec<LeaderChange> {
+    let mut out = Vec::new();
+    let mut prev = previous;
+    for avg in averages {
+        if let Some(p) = prev {
+            if p.leader != avg.leader {
+                out.push(LeaderChange {
+                    at_ms: avg.taken_at_ms,
+                    from: p.leader.clone(),
+                    to: avg.leader.clone(),
+                    round: avg.round,
+                    fencing: avg.fencing,
+                });
+            }
+        }
+        prev = Some(avg);
+    }
+    out
+}
+
+/// Scans the averages of `[from_ms, to_ms]` page by page for leader changes.
+///
+/// Pages continue from the last timestamp seen (inclusive) and skip rounds already seen,
+/// so averages sharing a millisecond at a page boundary are neither lost nor doubled.
+/// Stops after [`SCAN_LIMIT`] averages.
+async fn leader_changes(
+    store: &Store,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<LeaderChange>, GrafanaError> {
+    let mut changes = Vec::new();
+    let mut last: Option<Average> = None;
+    let mut cursor = from_ms;
+    let mut scanned = 0usize;
+    while scanned < SCAN_LIMIT {
+        let page = store.range_asc(cursor, to_ms, SCAN_PAGE).await?;
+        let full = page.len() == SCAN_PAGE;
+        let last_round = last.as_ref().map(|a| a.round);
+        let fresh: Vec<Average> = page
+            .into_iter()
+            .filter(|a| last_round.is_none_or(|r| a.round > r))
+            .collect();
+        if fresh.is_empty() {
+            break;
+        }
+        scanned += fresh.len();
+        changes.extend(changes_in(&fresh, last.as_ref()));
+        let newest = fresh.last().map(|a| a.taken_at_ms).unwrap_or(cursor);
+        last = fresh.into_iter().last();
+        if !full {
+            break;
+        }
+        // A full page of one millisecond cannot advance by timestamp; step past it.
+        cursor = if newest == cursor { newest + 1 } else { newest };
+    }
+    if scanned >= SCAN_LIMIT {
+        tracing::info!(from_ms, to_ms, scanned, "leader-change scan truncated");
+    }
+    Ok(changes)
+}
+
+/// Leader changes as the annotation frame Grafana expects: `time`, `title`, `text`.
+fn annotation_table(changes: Vec<LeaderChange>, ref_id: Option<String>) -> QueryResult {
+    let rows = changes
+        .into_iter()
+        .map(|c| {
+            vec![
+                Value::from(c.at_ms),
+                Value::from(format!("Leader changed to {}", c.to)),
+                Value::from(format!(
+                    "{} → {} at round {} (fencing token {})",
+                    c.from, c.to, c.round, c.fencing
+                )),
+            ]
+        })
+        .collect();
+    QueryResult::Table {
+        kind: "table",
+        ref_id,
+        columns: vec![
+            Column {
+                text: "time",
+                kind: "time",
+            },
+            Column {
+                text: "title",
+                kind: "string",
+            },
+            Column {
+                text: "text",
+                kind: "string",
+            },
+        ],
+        rows,
+    }
+}

@@ -1,0 +1,179 @@
+//! `sensor-api`: stores the sensor cluster's round averages in Redis and shows them.
+//!
+//! # How a value gets here and what happens to it
+//! The elected leader node computes one *average* per round and POSTs it to
+//! `/api/v1/averages` (one JSON object, or an array when it drains a backlog). The leader
+//! may retry, crash and be replaced, and a deposed leader may still be talking: so ingest is
+//! **idempotent on the round** (a repeat with the same value succeeds and stores nothing, a
+//! different value for a stored round is 409) and **fenced** (a fencing token lower than the
+//! highest one accepted is 409). Both checks and the write run in one Lua script inside
+//! Redis ([`store`]), never as read-then-write from Rust, so two API instances sharing one
+//! Redis stay correct. Old clients still call `GET /nuevo?dato=<value>` ([`routes::ingest`]).
+//!
+//! Reads: a JSON API (`/api/v1/averages`, `/api/v1/averages/{round}`, `/api/v1/stats`,
+//! [`routes::averages`]), the server-rendered history page at `/` ([`routes::history`]),
+//! and operations endpoints `/healthz`, `/readyz`, `/metrics` ([`routes::health`]).
+//! Every range query is O(log n + page) on a sorted set by time; aggregates come from
+//! rollups maintained at ingest, so the page and the stats stay fast at 10 million points.
+//!
+//! # Failure behaviour
+//! * Redis down or slow: every request that needs it answers 503 JSON (with `Retry-After`)
+//!   within the Redis timeout; the process stays up and reconnects by itself.
+//! * Bad input: 400 JSON `{"error", "field"}`; nothing is stored. Oversized bodies: 413.
+//! * Requests running longer than the request timeout: 503.
+//!
+//! The router is assembled in one place, [`app`], with its layers (body limit, access log,
+//! metrics, timeout).
+
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod registration;
+pub mod retention;
+pub mod routes;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Largest accepted request body.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Everything a handler needs; cheap to clone (all fields are shared handles).
+#[derive(Clone)]
+pub struct AppState {
+    /// The Redis store.
+    pub store: Store,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Bearer token required for writes; `None` leaves writes open.
+    pub api_token: Option<Arc<str>>,
+    /// Host name of this instance (shown on the history page).
+    pub hostname: Arc<str>,
+    /// Requests running longer are answered 503.
+    pub request_timeout: Duration,
+}
+
+impl AppState {
+    /// State with fresh metrics, no token, this machine's host name and a 10 s timeout.
+    pub fn new(store: Store) -> AppState {
+        AppState {
+            store,
+            metrics: Arc::new(Metrics::new()),
+            api_token: None,
+            hostname: Arc::from(config::Config::hostname()),
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Requires `Authorization: Bearer <token>` on writes (`None` = open).
+    pub fn with_token(mut self, token: Option<String>) -> AppState {
+        self.api_token = token.map(Arc::from);
+        self
+    }
+
+    /// Checks a write's credentials: the bearer header, or (legacy endpoint only) a
+    /// `?token=` value. Constant-time comparison, so the token cannot be guessed bytewise
+    /// from response times.
+    pub fn authorize(
+        &self,
+        headers: &axum::http::HeaderMap,
+        query_token: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let Some(expected) = &self.api_token else {
+            return Ok(());
+        };
+        let bearer = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let presented = bearer.or(query_token);
+        match presented {
+            Some(p) if constant_time_eq(p.as_bytes(), expected.as_bytes()) => Ok(()),
+            _ => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The whole HTTP application: every route, the JSON 404/405 fallbacks, the 64 KiB body
+/// limit, the request timeout, and the access log + request metrics.
+pub fn app(state: AppState) -> Router {
+    use axum::routing::{get, post};
+    use routes::{averages, health, history, ingest};
+
+    Router::new()
+        .route("/", get(history::page))
+        .route("/nuevo", get(ingest::legacy))
+        .route(
+            "/api/v1/averages",
+            post(ingest::post_averages).get(averages::list),
+        )
+        .route("/api/v1/averages/{round}", get(averages::one))
+        .route("/api/v1/stats", get(averages::stats))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(state.clone(), access_log))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".to_string())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Times out slow requests (503), counts every answer by route pattern and status, and
+/// writes one access-log line per request. The query string is not logged: the legacy
+/// endpoint may carry the API token in it.
+async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_string();
+    let response = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(%method, %path, timeout_ms = state.request_timeout.as_millis() as u64, "request timed out");
+            ApiError::Unavailable.into_response()
+        }
+    };
+    let status = response.status().as_u16();
+    state.metrics.count_request(&route, status);
+    tracing::info!(
+        target: "access",
+        %method,
+        %path,
+        %route,
+        status,
+        micros = start.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
