@@ -1,0 +1,463 @@
+//! HTTP delivery of committed rounds to sensor-api, with API discovery and back-off.
+//!
+//! [`Delivery::deliver`] makes **one attempt** to hand a batch of rounds to the API: it
+//! POSTs the batch to each candidate instance in order until one answers. Retrying (with
+//! [`Backoff`]) is the caller's job — the outbox loop, which also decides what to do with
+//! each [`DeliveryError`]:
+//!
+//! | answer | error | what the caller does |
+//! |---|---|---|
+//! | 2xx | — | the batch is stored (or was already: the API is idempotent on round) |
+//! | 409, stale fencing token | [`DeliveryError::StaleLeader`] | stop acting as leader |
+//! | 409, round stored with another value | [`DeliveryError::Conflict`] | log loudly; do not retry forever |
+//! | 401 / 403 | [`DeliveryError::Unauthorized`] | fix the token; retry later |
+//! | 400 / 413 / 422 | [`DeliveryError::Rejected`] | the payload is refused (e.g. batch too large) |
+//! | 5xx, 404, connect error, timeout | next candidate, then [`DeliveryError::Unavailable`] | retry later |
+//!
+//! Candidates, in order: the live `/config/api_url` (or the `--api-url` default while that
+//! znode is absent), then the instances registered under `/services/api` (ephemeral znodes
+//! whose data is a base URL), without duplicates. A candidate that fails is skipped for this
+//! attempt only; the next attempt starts again from the first, so a preferred API that comes
+//! back is used again at once.
+
+use std::time::Duration;
+
+use rand::RngExt;
+use tokio::sync::watch;
+
+use crate::config::{parse_api_url, LiveConfig};
+use crate::layout;
+use crate::zk::{ChildrenWatch, Session};
+use crate::RoundResult;
+
+/// Path of the ingest endpoint, appended to a base URL.
+pub const AVERAGES_PATH: &str = "/api/v1/averages";
+/// Default per-request timeout (connect + send + answer).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the discovered instances' data is re-read even without a membership change.
+const DISCOVERY_REFRESH: Duration = Duration::from_secs(10);
+
+/// Why a delivery attempt did not store the batch.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The API holds a higher fencing token: we are a deposed leader. Stop leading.
+    #[error("API at {url} rejected our fencing token (stale leader): {message}")]
+    StaleLeader {
+        /// The instance that answered.
+        url: String,
+        /// The API's error message.
+        message: String,
+    },
+    /// The API stores a round of this batch with a different value. Retrying cannot help;
+    /// it means two leaders committed the same round differently (a protocol bug) or the
+    /// API's store was written by someone else.
+    #[error("API at {url} holds a different value for round {round:?}: {message}")]
+    Conflict {
+        /// The conflicting round, when the API says which one.
+        round: Option<u64>,
+        /// The instance that answered.
+        url: String,
+        /// The API's error message.
+        message: String,
+    },
+    /// 401/403: missing or wrong `API_TOKEN`. Other instances share the token, so they are
+    /// not tried.
+    #[error("API at {url} refused our token (HTTP {status})")]
+    Unauthorized {
+        /// The instance that answered.
+        url: String,
+        /// 401 or 403.
+        status: u16,
+    },
+    /// The API refused the payload itself (400, 413, 422, ...): a bug or a batch too large.
+    #[error("API at {url} rejected the batch (HTTP {status}): {message}")]
+    Rejected {
+        /// The instance that answered.
+        url: String,
+        /// The status code.
+        status: u16,
+        /// The API's error message.
+        message: String,
+    },
+    /// No candidate stored the batch (down, 5xx, timeout) or there is no candidate at all.
+    /// Retry later with back-off.
+    #[error("no API instance available ({})", describe_failures(.failures))]
+    Unavailable {
+        /// `(base URL, reason)` per candidate tried; empty when there was no candidate.
+        failures: Vec<(String, String)>,
+    },
+}
+
+fn describe_failures(failures: &[(String, String)]) -> String {
+    if failures.is_empty() {
+        return "no API URL configured and none registered under /services/api".to_string();
+    }
+    failures
+        .iter()
+        .map(|(url, why)| format!("{url}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl DeliveryError {
+    /// Whether the same batch may succeed later without anyone fixing anything
+    /// ([`DeliveryError::Unavailable`] only).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, DeliveryError::Unavailable { .. })
+    }
+}
+
+/// A successful delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    /// Base URL of the instance that stored the batch (empty for an empty batch).
+    pub url: String,
+    /// Number of rounds delivered.
+    pub rounds: usize,
+    /// The HTTP status (200 or 201 from sensor-api; 0 for an empty batch).
+    pub status: u16,
+}
+
+/// Delivers batches of [`RoundResult`]s to sensor-api. Cheap to share by reference; holds a
+/// pooled HTTP client (rustls) and a background discovery task that ends when the
+/// `Delivery` is dropped or the session is closed.
+pub struct Delivery {
+    http: reqwest::Client,
+    token: Option<String>,
+    live: watch::Receiver<LiveConfig>,
+    discovered: watch::Receiver<Vec<String>>,
+}
+
+impl Delivery {
+    /// A delivery client sending `token` as bearer (if any), preferring the live config's
+    /// API URL and falling back to instances discovered under `/services/api`. Must be
+    /// called inside a tokio runtime. Fails only if the HTTP client cannot be built (TLS
+    /// backend initialisation).
+    pub fn new(
+        token: Option<String>,
+        live: watch::Receiver<LiveConfig>,
+        session: &Session,
+    ) -> Result<Delivery, reqwest::Error> {
+        Self::with_timeout(token, live, session, REQUEST_TIMEOUT)
+    }
+
+    /// [`Delivery::new`] with another per-request timeout.
+    pub fn with_timeout(
+        token: Option<String>,
+        live: watch::Receiver<LiveConfig>,
+        session: &Session,
+        timeout: Duration,
+    ) -> Result<Delivery, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(2)))
+            .build()?;
+        let (tx, discovered) = watch::channel(Vec::new());
+        tokio::spawn(discover(session.clone(), tx));
+        Ok(Delivery {
+            http,
+            token,
+            live,
+            discovered,
+        })
+    }
+
+    /// The base URLs a delivery would try now, in order.
+    pub fn candidates(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        if let Some(url) = self.live.borrow().api_url.clone() {
+            out.push(url);
+        }
+        for url in self.discovered.borrow().iter() {
+            if !out.contains(url) {
+                out.push(url.clone());
+            }
+        }
+        out
+    }
+
+    /// The instances currently registered under `/services/api` (valid URLs only, in
+    /// znode-name order).
+    pub fn discovered(&self) -> Vec<String> {
+        self.discovered.borrow().clone()
+    }
+
+    /// One delivery attempt of `batch` (sent as one JSON array): tries each candidate once,
+    /// in order, until one answers with something other than "unavailable". An empty batch
+    /// succeeds without a request. See the module doc for the error mapping.
+    pub async fn deliver(&self, batch: &[RoundResult]) -> Result<Delivered, DeliveryError> {
+        if batch.is_empty() {
+            return Ok(Delivered {
+                url: String::new(),
+                rounds: 0,
+                status: 0,
+            });
+        }
+        let first = batch.first().map(|r| r.round).unwrap_or_default();
+        let last = batch.last().map(|r| r.round).unwrap_or_default();
+        let mut failures = Vec::new();
+        for base in self.candidates() {
+            match self.post(&base, batch).await {
+                Ok(status) => {
+                    tracing::debug!(url = %base, first, last, rounds = batch.len(), status, "batch delivered");
+                    return Ok(Delivered {
+                        url: base,
+                        rounds: batch.len(),
+                        status,
+                    });
+                }
+                Err(Attempt::Next(why)) => {
+                    tracing::debug!(url = %base, first, last, reason = %why, "API instance unavailable; trying the next");
+                    failures.push((base, why));
+                }
+                Err(Attempt::Final(err)) => return Err(err),
+            }
+        }
+        Err(DeliveryError::Unavailable { failures })
+    }
+
+    async fn post(&self, base: &str, batch: &[RoundResult]) -> Result<u16, Attempt> {
+        let mut req = self.http.post(format!("{base}{AVERAGES_PATH}")).json(batch);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.map_err(|e| Attempt::Next(describe(&e)))?;
+        let status = resp.status().as_u16();
+        if resp.status().is_success() {
+            return Ok(status);
+        }
+        // A body we cannot read is treated as empty: the status alone still decides.
+        let body = resp.text().await.unwrap_or_default();
+        Err(classify(base, status, &body))
+    }
+}
+
+/// What one candidate's failure means for the attempt.
+enum Attempt {
+    /// Try the next candidate (this one is down or not an API).
+    Next(String),
+    /// Stop: the answer is about the batch or about us, not about this instance.
+    Final(DeliveryError),
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "connection failed".to_string()
+    } else {
+        e.to_string()
+    }
+}
+
+/// Maps a non-2xx answer. The API's error body is `{"error": "...", "field": "...",
+/// "results": [{"round": n, "status": "stored|duplicate|conflict|stale_leader|not_applied"}]}`
+/// (`results` only on 409); older or other shapes fall back to `field` and the message.
+fn classify(base: &str, status: u16, body: &str) -> Attempt {
+    let json: serde_json::Value = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+    let message = json
+        .get("error")
+        .and_then(|m| m.as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| body.chars().take(200).collect());
+    let url = base.to_string();
+    match status {
+        409 => {
+            let results = json
+                .get("results")
+                .and_then(|r| r.as_array())
+                .cloned()
+                .unwrap_or_default();
+            let with_status = |wanted: &str| {
+                results
+                    .iter()
+                    .find(|r| r.get("status").and_then(|s| s.as_str()) == Some(wanted))
+            };
+            let field = json.get("field").and_then(|f| f.as_str()).unwrap_or("");
+            let lower = message.to_ascii_lowercase();
+            let stale = with_status("stale_leader").is_some()
+                || (results.is_empty()
+                    && (field == "fencing"
+                        || lower.contains("fencing")
+                        || lower.contains("stale")));
+            if stale {
+                return Attempt::Final(DeliveryError::StaleLeader { url, message });
+            }
+            let round = with_status("conflict")
+                .and_then(|r| r.get("round"))
+                .and_then(|r| r.as_u64());
+            Attempt::Final(DeliveryError::Conflict {
+                round,
+                url,
+                message,
+            })
+        }
+        401 | 403 => Attempt::Final(DeliveryError::Unauthorized { url, status }),
+        400 | 413 | 422 => Attempt::Final(DeliveryError::Rejected {
+            url,
+            status,
+            message,
+        }),
+        _ => Attempt::Next(format!("HTTP {status}: {message}")),
+    }
+}
+
+/// Reads the base URL of each registration; `None` if ZooKeeper could not be asked (the
+/// caller keeps what it had). Vanished znodes and invalid URLs are skipped.
+async fn read_registrations(session: &Session, names: &[String]) -> Option<Vec<String>> {
+    let client = session.client().ok()?;
+    let mut urls = Vec::with_capacity(names.len());
+    for name in names {
+        let path = format!("{}/{name}", layout::SERVICES_API);
+        let read = tokio::time::timeout(Duration::from_secs(5), client.get_data(&path));
+        let data = match read.await {
+            Ok(Ok((data, _))) => data,
+            Ok(Err(zookeeper_client::Error::NoNode)) => continue,
+            Ok(Err(e)) => {
+                tracing::debug!(znode = %path, error = %e, "cannot read API registration");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let text = String::from_utf8_lossy(&data);
+        match parse_api_url(&text) {
+            Ok(url) if !urls.contains(&url) => urls.push(url),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(znode = %path, value = %text, error = %e, "ignoring API registration with an invalid URL")
+            }
+        }
+    }
+    Some(urls)
+}
+
+/// Keeps `tx` filled with the valid base URLs registered under `/services/api`, re-reading
+/// their data on every membership change and every [`DISCOVERY_REFRESH`]. Invalid data is
+/// skipped (debug log).
+async fn discover(session: Session, tx: watch::Sender<Vec<String>>) {
+    let mut children = ChildrenWatch::start(&session, layout::SERVICES_API);
+    let closed = session.closed();
+    tokio::pin!(closed);
+    loop {
+        let listing = children.borrow_and_update().clone();
+        // While disconnected or unsure, keep the last known instances rather than none.
+        if listing.known {
+            if let Some(urls) = read_registrations(&session, &listing.names).await {
+                tx.send_if_modified(|cur| {
+                    if *cur == urls {
+                        return false;
+                    }
+                    tracing::info!(instances = ?urls, "API instances discovered under /services/api");
+                    *cur = urls;
+                    true
+                });
+            }
+        }
+        tokio::select! {
+            r = children.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(DISCOVERY_REFRESH) => {}
+            _ = tx.closed() => return,
+            _ = &mut closed => return,
+        }
+    }
+}
+
+/// Exponential back-off with full jitter: the n-th delay is uniform in
+/// `[0, min(cap, base × 2ⁿ)]`, so many retrying nodes spread out instead of retrying in step.
+/// [`Backoff::reset`] after a success.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+}
+
+impl Default for Backoff {
+    /// 200 ms doubling to a 10 s cap.
+    fn default() -> Self {
+        Backoff::new(Duration::from_millis(200), Duration::from_secs(10))
+    }
+}
+
+impl Backoff {
+    /// Back-off starting at `base`, doubling up to `cap`.
+    pub fn new(base: Duration, cap: Duration) -> Backoff {
+        Backoff {
+            base,
+            cap: cap.max(base),
+            attempt: 0,
+        }
+    }
+
+    /// The upper bound of the next delay (before jitter).
+    pub fn ceiling(&self) -> Duration {
+        let factor = 1u32 << self.attempt.min(20);
+        self.base.saturating_mul(factor).min(self.cap)
+    }
+
+    /// The delay before the next retry; each call doubles the ceiling until the cap.
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self.ceiling();
+        self.attempt = self.attempt.saturating_add(1);
+        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(rand::rng().random_range(0..=nanos))
+    }
+
+    /// Failed attempts since the last reset.
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Back to the first delay (call after a success).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_cap_with_jitter_below_ceiling() {
+        let mut b = Backoff::default();
+        let mut ceilings = Vec::new();
+        for _ in 0..10 {
+            ceilings.push(b.ceiling().as_millis());
+            let d = b.next_delay();
+            assert!(d <= Duration::from_secs(10));
+        }
+        assert_eq!(
+            ceilings,
+            vec![200, 400, 800, 1600, 3200, 6400, 10000, 10000, 10000, 10000]
+        );
+        b.reset();
+        assert_eq!(b.ceiling(), Duration::from_millis(200));
+        assert!(b.next_delay() <= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn conflicts_are_told_apart() {
+        let stale = r#"{"error":"fencing token 3 is older than 5","field":"round","results":[{"round":7,"status":"stale_leader"}]}"#;
+        assert!(matches!(
+            classify("u", 409, stale),
+            Attempt::Final(DeliveryError::StaleLeader { .. })
+        ));
+        let conflict = r#"{"error":"round 7 stored with another value","field":"round","results":[{"round":6,"status":"duplicate"},{"round":7,"status":"conflict"}]}"#;
+        assert!(matches!(
+            classify("u", 409, conflict),
+            Attempt::Final(DeliveryError::Conflict { round: Some(7), .. })
+        ));
+        let legacy_stale = r#"{"error":"stale leader","field":"fencing"}"#;
+        assert!(matches!(
+            classify("u", 409, legacy_stale),
+            Attempt::Final(DeliveryError::StaleLeader { .. })
+        ));
+        assert!(matches!(classify("u", 503, ""), Attempt::Next(_)));
+        assert!(matches!(classify("u", 404, "nope"), Attempt::Next(_)));
+        assert!(matches!(
+            classify("u", 401, ""),
+            Attempt::Final(DeliveryError::Unauthorized { status: 401, .. })
+        ));
+    }
+}
