@@ -15,6 +15,7 @@
 //! connection-state rules (a suspended session means "no longer leader").
 
 pub mod config;
+pub mod ctl;
 pub mod delivery;
 pub mod layout;
 pub mod result;
