@@ -27,7 +27,9 @@
 
 pub mod config;
 pub mod error;
+pub mod grafana;
 pub mod metrics;
+pub mod prom;
 pub mod registration;
 pub mod retention;
 pub mod routes;
@@ -130,6 +132,8 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .merge(grafana::router())
+        .merge(prom::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

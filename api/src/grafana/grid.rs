@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn interval_is_a_lower_bound() {
-        let g = Grid::choose(0, HOUR, 1000, 20 * SECOND);
+        let g = Grid::choose(0, HOUR, 1000, 25 * SECOND);
         assert_eq!(g.width_ms, 30 * SECOND);
         let g = Grid::choose(0, HOUR, 1000, 15 * SECOND);
         assert_eq!(g.width_ms, 20 * SECOND);
@@ -204,6 +204,13 @@ mod tests {
                 assert_eq!(g.first_ms % g.width_ms, 0);
                 from += 777;
             }
+        }
+    }
+
+    #[test]
+    fn widths_from_10s_up_are_multiples_of_the_finest_rollup() {
+        for w in NICE_WIDTHS_MS.iter().filter(|w| **w >= 10 * SECOND) {
+            assert_eq!(w % (10 * SECOND), 0, "{w}");
         }
     }
 

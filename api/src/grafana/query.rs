@@ -46,7 +46,12 @@ async fn exact_grid(
     if points <= STORE_RAW_LIMIT {
         Ok(grid)
     } else {
-        Ok(Grid::choose(from_ms, to_ms, max_points, interval_ms.max(finest)))
+        Ok(Grid::choose(
+            from_ms,
+            to_ms,
+            max_points,
+            interval_ms.max(finest),
+        ))
     }
 }
 
@@ -101,7 +106,10 @@ fn plan(target: &Target) -> Result<Option<Plan>, GrafanaError> {
         .transpose()?;
     let rate = payload_str(&payload, RATE)
         .map_err(bad)?
-        .map(|r| Rate::parse(r).ok_or_else(|| bad(format!("unknown rate `{r}` (per_bucket, per_minute)"))))
+        .map(|r| {
+            Rate::parse(r)
+                .ok_or_else(|| bad(format!("unknown rate `{r}` (per_bucket, per_minute)")))
+        })
         .transpose()?;
     let table = match payload_str(&payload, FORMAT).map_err(bad)? {
         None => target.kind.as_deref() == Some("table"),
@@ -133,9 +141,15 @@ pub async fn query(
     if from_ms > to_ms {
         return Err(bad("range.from is after range.to".into()));
     }
-    let filters = request.filters.iter().chain(request.adhoc_filters.iter()).flatten();
+    let filters = request
+        .filters
+        .iter()
+        .chain(request.adhoc_filters.iter())
+        .flatten();
     if filters.count() > 0 {
-        return Err(bad("ad hoc filters are not supported by this datasource".into()));
+        return Err(bad(
+            "ad hoc filters are not supported by this datasource".into()
+        ));
     }
     let max_points = request
         .max_data_points

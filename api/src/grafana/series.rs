@@ -269,11 +269,19 @@ mod tests {
 
     #[test]
     fn bucketize_aggregates_aligned_buckets() {
-        let points = [avg(-1, 9.0, 1), avg(0, 1.0, 2), avg(400, 3.0, 4), avg(2_100, 5.0, 6)];
+        let points = [
+            avg(-1, 9.0, 1),
+            avg(0, 1.0, 2),
+            avg(400, 3.0, 4),
+            avg(2_100, 5.0, 6),
+        ];
         let b = bucketize(&points, 1_000);
         assert_eq!(b.len(), 3);
         assert_eq!((b[0].start_ms, b[0].count, b[0].last), (-1_000, 1, 9.0));
-        assert_eq!((b[1].start_ms, b[1].count, b[1].sum, b[1].min, b[1].max), (0, 2, 4.0, 1.0, 3.0));
+        assert_eq!(
+            (b[1].start_ms, b[1].count, b[1].sum, b[1].min, b[1].max),
+            (0, 2, 4.0, 1.0, 3.0)
+        );
         assert_eq!((b[1].last, b[1].samples_sum), (3.0, 6));
         assert_eq!((b[2].start_ms, b[2].count), (2_000, 1));
     }

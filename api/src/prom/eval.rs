@@ -100,7 +100,9 @@ async fn instant_value(store: &Store, metric: Metric, t_ms: i64) -> Result<Optio
             Some(n as f64)
         }
         Metric::Average | Metric::Samples => {
-            let latest = store.page_desc(t_ms - LOOKBACK_MS + 1, t_ms, None, 1).await?;
+            let latest = store
+                .page_desc(t_ms - LOOKBACK_MS + 1, t_ms, None, 1)
+                .await?;
             latest.first().map(|p| match metric {
                 Metric::Samples => f64::from(p.average.samples),
                 _ => p.average.value,
@@ -118,7 +120,8 @@ pub async fn query_range(
 ) -> Result<Json<Value>, PromError> {
     let params = params(&method, q, &body);
     let query = params.require("query").map_err(bad)?;
-    let start = time_param(&params, "start")?.ok_or_else(|| bad("missing parameter \"start\"".into()))?;
+    let start =
+        time_param(&params, "start")?.ok_or_else(|| bad("missing parameter \"start\"".into()))?;
     let end = time_param(&params, "end")?.ok_or_else(|| bad("missing parameter \"end\"".into()))?;
     let step = parse_duration(params.require("step").map_err(bad)?)
         .map_err(|e| bad(format!("invalid parameter \"step\": {e}")))?;
@@ -132,12 +135,18 @@ pub async fn query_range(
     }
     let first_t = (start + step - 1).div_euclid(step) * step;
     let last_t = end.div_euclid(step) * step;
-    let times = || (0..).map(move |k| first_t + k * step).take_while(move |t| *t <= last_t);
+    let times = || {
+        (0..)
+            .map(move |k| first_t + k * step)
+            .take_while(move |t| *t <= last_t)
+    };
 
     let expr = promql::parse(query)?;
     let result: Vec<Value> = match expr {
         Expr::Number(n) => {
-            let values: Vec<Value> = times().map(|t| json!([seconds(t), sample_value(n)])).collect();
+            let values: Vec<Value> = times()
+                .map(|t| json!([seconds(t), sample_value(n)]))
+                .collect();
             if values.is_empty() {
                 Vec::new()
             } else {
@@ -158,12 +167,20 @@ pub async fn query_range(
                 .iter()
                 .filter_map(|s| {
                     let values = series_values(s.metric, &buckets, step, times());
-                    (!values.is_empty()).then(|| json!({ "metric": s.labels_json(), "values": values }))
+                    (!values.is_empty())
+                        .then(|| json!({ "metric": s.labels_json(), "values": values }))
                 })
                 .collect()
         }
     };
-    tracing::debug!(query, start, end, step, series = result.len(), "prometheus range query");
+    tracing::debug!(
+        query,
+        start,
+        end,
+        step,
+        series = result.len(),
+        "prometheus range query"
+    );
     Ok(success(json!({ "resultType": "matrix", "result": result })))
 }
 
@@ -199,7 +216,12 @@ fn series_values(
 
 /// Buckets of `step` over `[from_ms, to_ms]`: from the store's rollups when the step is a
 /// multiple of the finest rollup, else aggregated here from raw averages (exact, bounded).
-async fn step_buckets(store: &Store, from_ms: i64, to_ms: i64, step: i64) -> Result<Vec<Bucket>, PromError> {
+async fn step_buckets(
+    store: &Store,
+    from_ms: i64,
+    to_ms: i64,
+    step: i64,
+) -> Result<Vec<Bucket>, PromError> {
     if step % ROLLUP_STEPS_MS[0] == 0 {
         return Ok(store.buckets(from_ms, to_ms, step).await?);
     }

@@ -19,7 +19,7 @@ pub mod params;
 pub mod promql;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -177,10 +177,17 @@ fn matched_series(params: &Params, required: bool) -> Result<Vec<PromSeries>, Pr
 }
 
 /// `/api/v1/labels`: label names of the (matched) series.
-async fn labels(method: Method, RawQuery(q): RawQuery, body: Bytes) -> Result<Json<Value>, PromError> {
+async fn labels(
+    method: Method,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Json<Value>, PromError> {
     let params = params(&method, q, &body);
     let series = matched_series(&params, false)?;
-    let mut names: Vec<&str> = series.iter().flat_map(|s| s.labels().map(|(k, _)| k)).collect();
+    let mut names: Vec<&str> = series
+        .iter()
+        .flat_map(|s| s.labels().map(|(k, _)| k))
+        .collect();
     names.sort_unstable();
     names.dedup();
     Ok(success(json!(names)))
@@ -213,7 +220,11 @@ async fn label_values(
 }
 
 /// `/api/v1/series`: label sets of the series matching at least one `match[]`.
-async fn series(method: Method, RawQuery(q): RawQuery, body: Bytes) -> Result<Json<Value>, PromError> {
+async fn series(
+    method: Method,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Result<Json<Value>, PromError> {
     let params = params(&method, q, &body);
     let series = matched_series(&params, true)?;
     Ok(success(Value::Array(

@@ -57,7 +57,7 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
     let bad = || format!("cannot parse {text:?} to a valid duration");
     if let Ok(seconds) = text.parse::<f64>() {
         let ms = (seconds * 1000.0).round();
-        if !(ms.is_finite() && ms >= 1.0 && ms < 1e15) {
+        if !(1.0..1e15).contains(&ms) {
             return Err(bad());
         }
         return Ok(ms as i64);
