@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""A kazoo (2.11.0, from PyPI) peer for the interoperability tests in node/tests/kazoo_interop.rs.
+
+Each sub-command drives one kazoo recipe against the same ZooKeeper as our Rust recipes and
+prints machine-readable lines on stdout (``<ts>`` = Unix time in microseconds):
+
+  election HOSTS PATH ID HOLD_MS ROUNDS
+      ROUNDS times: Election.run(lead), where lead prints ``LEADER <ts>`` and ``NODE <name>``,
+      holds HOLD_MS, prints ``RESIGN <ts>`` and returns (kazoo then deletes its node).
+  counter HOSTS PATH N
+      N times ``Counter += 1``; prints ``VALUE <v>`` at the end.
+  barrier-wait HOSTS PATH TIMEOUT_S
+      Barrier.wait(TIMEOUT_S); prints ``RELEASED <True|False> <ts>``.
+  barrier-create-remove HOSTS PATH GO_FILE
+      Barrier.create(); prints ``CREATED``; waits until GO_FILE exists; Barrier.remove();
+      prints ``REMOVED <True|False> <ts>``.
+
+Every command prints ``READY`` once connected and ``DONE`` at the end; any exception ends the
+process with a traceback and a non-zero status (the test reports the log).
+"""
+
+import os
+import sys
+import time
+
+from kazoo.client import KazooClient
+from kazoo.recipe.barrier import Barrier
+from kazoo.recipe.counter import Counter
+from kazoo.recipe.election import Election
+
+
+def ts():
+    return time.time_ns() // 1000
+
+
+def say(*words):
+    print(*words, flush=True)
+
+
+def election(zk, path, ident, hold_ms, rounds):
+    e = Election(zk, path, ident)
+
+    def lead():
+        say("LEADER", ts())
+        say("NODE", e.lock.node)
+        time.sleep(hold_ms / 1000.0)
+        say("RESIGN", ts())
+
+    for _ in range(rounds):
+        e.run(lead)
+
+
+def counter(zk, path, n):
+    c = Counter(zk, path)
+    for _ in range(n):
+        c += 1
+    say("VALUE", c.value)
+
+
+def barrier_wait(zk, path, timeout_s):
+    released = Barrier(zk, path).wait(timeout_s)
+    say("RELEASED", released, ts())
+
+
+def barrier_create_remove(zk, path, go_file):
+    b = Barrier(zk, path)
+    b.create()
+    say("CREATED", ts())
+    while not os.path.exists(go_file):
+        time.sleep(0.02)
+    say("REMOVED", b.remove(), ts())
+
+
+def main(argv):
+    cmd, hosts = argv[1], argv[2]
+    zk = KazooClient(hosts=hosts, timeout=4.0)
+    zk.start(timeout=30)
+    say("READY")
+    try:
+        if cmd == "election":
+            election(zk, argv[3], argv[4], int(argv[5]), int(argv[6]))
+        elif cmd == "counter":
+            counter(zk, argv[3], int(argv[4]))
+        elif cmd == "barrier-wait":
+            barrier_wait(zk, argv[3], float(argv[4]))
+        elif cmd == "barrier-create-remove":
+            barrier_create_remove(zk, argv[3], argv[4])
+        else:
+            raise SystemExit("unknown command " + cmd)
+    finally:
+        zk.stop()
+        zk.close()
+    say("DONE")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
