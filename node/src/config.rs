@@ -363,6 +363,7 @@ pub struct NodeArgs {
         env = "SAMPLING_PERIOD",
         value_name = "SECONDS",
         default_value = "5",
+        allow_negative_numbers = true,
         value_parser = parse_sampling_period
     )]
     pub sampling_period: Duration,
@@ -383,6 +384,7 @@ pub struct NodeArgs {
         long,
         env = "SESSION_TIMEOUT_MS",
         value_name = "MS",
+        allow_negative_numbers = true,
         default_value = "10000",
         value_parser = parse_session_timeout_ms
     )]
@@ -394,6 +396,7 @@ pub struct NodeArgs {
         long,
         env = "OUTBOX_LIMIT",
         value_name = "ROUNDS",
+        allow_negative_numbers = true,
         default_value = "1000",
         value_parser = parse_outbox_limit
     )]

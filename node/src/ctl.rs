@@ -92,6 +92,7 @@ pub enum ConfigCommand {
         /// The key to set.
         key: ConfigKey,
         /// The new value: seconds (e.g. 5, 0.5) or a http(s) URL.
+        #[arg(allow_hyphen_values = true)]
         value: String,
     },
     /// Delete the key's znode: nodes fall back to their flag/env default.
