@@ -11,7 +11,8 @@
 //! Failure behaviour: a request we cannot answer gets a non-2xx status with
 //! `{"message": "..."}`, which Grafana shows on the panel: 400 for a bad query (unknown
 //! metric, unsupported aggregation, malformed body or range), 503 when Redis is
-//! unreachable. A 200 always carries the array the spec describes.
+//! unreachable, 500 for unexpected data in Redis. A 200 always carries the array the
+//! spec describes.
 
 mod catalog;
 pub mod grid;
@@ -50,8 +51,9 @@ pub enum GrafanaError {
     /// The request is malformed or asks for something we do not offer (400).
     #[error("{0}")]
     BadRequest(String),
-    /// Redis could not answer (503); Grafana retries on the next refresh.
-    #[error("sensor store unavailable: {0}")]
+    /// Redis could not answer (503; Grafana retries on the next refresh), or answered
+    /// something unexpected (500).
+    #[error("sensor store: {0}")]
     Store(#[from] StoreError),
 }
 
@@ -59,9 +61,13 @@ impl IntoResponse for GrafanaError {
     fn into_response(self) -> Response {
         let status = match &self {
             GrafanaError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            GrafanaError::Store(error) => {
+            GrafanaError::Store(error @ StoreError::Unavailable(_)) => {
                 tracing::warn!(%error, "grafana query failed: store unavailable");
                 StatusCode::SERVICE_UNAVAILABLE
+            }
+            GrafanaError::Store(error) => {
+                tracing::error!(%error, "grafana query failed: store error");
+                StatusCode::INTERNAL_SERVER_ERROR
             }
         };
         let body = serde_json::json!({ "message": self.to_string() });

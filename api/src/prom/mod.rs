@@ -11,8 +11,8 @@
 //!
 //! Failure behaviour: anything outside the subset, and malformed parameters, get
 //! `400 {"status":"error","errorType":"bad_data","error":"..."}`; an unreachable Redis
-//! gets 503 with `errorType` `unavailable`. Successful answers use the standard
-//! `{"status":"success","data":...}` envelope.
+//! gets 503 with `errorType` `unavailable` (500 `internal` for unexpected data in Redis).
+//! Successful answers use the standard `{"status":"success","data":...}` envelope.
 
 mod eval;
 pub mod params;
@@ -114,8 +114,8 @@ pub enum PromError {
     /// Malformed or unsupported request (400, `bad_data`).
     #[error("{0}")]
     BadData(String),
-    /// Redis could not answer (503, `unavailable`).
-    #[error("sensor store unavailable: {0}")]
+    /// Redis could not answer (503, `unavailable`) or answered nonsense (500, `internal`).
+    #[error("sensor store: {0}")]
     Store(#[from] StoreError),
 }
 
@@ -123,9 +123,13 @@ impl IntoResponse for PromError {
     fn into_response(self) -> Response {
         let (status, kind) = match &self {
             PromError::BadData(_) => (StatusCode::BAD_REQUEST, "bad_data"),
-            PromError::Store(error) => {
+            PromError::Store(error @ StoreError::Unavailable(_)) => {
                 tracing::warn!(%error, "prometheus query failed: store unavailable");
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+            PromError::Store(error) => {
+                tracing::error!(%error, "prometheus query failed: store error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
         };
         let body = json!({ "status": "error", "errorType": kind, "error": self.to_string() });
