@@ -272,3 +272,92 @@ fn node_args_flags_env_and_errors_naming_the_setting() {
     std::env::remove_var("NODE_ID");
     std::env::remove_var("API_TOKEN");
 }
+
+fn sensor_node(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sensor-node"));
+    cmd.args(args);
+    for var in [
+        "NODE_ID",
+        "ZOOKEEPER_HOSTS",
+        "API_URL",
+        "SAMPLING_PERIOD",
+        "API_TOKEN",
+        "SESSION_TIMEOUT_MS",
+        "OUTBOX_LIMIT",
+        "LOG_FORMAT",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("sensor-node runs")
+}
+
+#[test]
+fn sensor_node_check_config_prints_redacted_config_and_bad_values_exit_2() {
+    let o = sensor_node(
+        &["--check-config", "--id", "n7", "--sampling-period", "0.5"],
+        &[
+            ("API_TOKEN", "s3cret-token"),
+            ("API_URL", "http://api:8080/"),
+        ],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("n7"), "{out}");
+    assert!(out.contains("0.5s"), "{out}");
+    assert!(out.contains("http://api:8080"), "{out}");
+    assert!(out.contains("<redacted>"), "{out}");
+    assert!(!out.contains("s3cret-token"), "token leaked: {out}");
+
+    for (env, flag, name) in [
+        (
+            ("SAMPLING_PERIOD", "abc"),
+            "--sampling-period",
+            "sampling_period",
+        ),
+        (
+            ("SAMPLING_PERIOD", "0"),
+            "--sampling-period",
+            "sampling_period",
+        ),
+        (("API_URL", "api:8080"), "--api-url", "api_url"),
+        (("NODE_ID", "a/b"), "--id", "id"),
+        (("ZOOKEEPER_HOSTS", "zk1"), "--zk", "zk"),
+        (
+            ("SESSION_TIMEOUT_MS", "10"),
+            "--session-timeout-ms",
+            "session_timeout_ms",
+        ),
+    ] {
+        let o = sensor_node(&["--check-config"], &[env]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{env:?}: {err}");
+        assert!(err.contains(flag) && err.contains(name), "{env:?}: {err}");
+    }
+
+    let help = sensor_node(&["--help"], &[]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    for documented in [
+        "--id",
+        "NODE_ID",
+        "--zk",
+        "ZOOKEEPER_HOSTS",
+        "--api-url",
+        "API_URL",
+        "--sampling-period",
+        "SAMPLING_PERIOD",
+        "--api-token",
+        "API_TOKEN",
+        "--session-timeout-ms",
+        "SESSION_TIMEOUT_MS",
+        "--outbox-limit",
+        "OUTBOX_LIMIT",
+        "--log-format",
+        "LOG_FORMAT",
+        "--check-config",
+    ] {
+        assert!(text.contains(documented), "--help lacks {documented}");
+    }
+}

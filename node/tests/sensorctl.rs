@@ -262,3 +262,31 @@ async fn status_shows_a_prepared_cluster_as_text_and_json() {
     );
     session.close();
 }
+
+#[tokio::test]
+async fn help_documents_every_flag_and_env_var() {
+    let o = sensorctl(&["--help"], &[]).await;
+    assert!(o.status.success());
+    let text = stdout(&o);
+    for documented in [
+        "--zk",
+        "ZOOKEEPER_HOSTS",
+        "--timeout",
+        "SENSORCTL_TIMEOUT",
+        "config",
+        "status",
+    ] {
+        assert!(
+            text.contains(documented),
+            "--help lacks {documented}:\n{text}"
+        );
+    }
+    let o = sensorctl(&["config", "set", "--help"], &[]).await;
+    let text = stdout(&o);
+    assert!(
+        text.contains("sampling_period") && text.contains("api_url"),
+        "{text}"
+    );
+    let o = sensorctl(&["status", "--help"], &[]).await;
+    assert!(stdout(&o).contains("--json"));
+}
