@@ -18,7 +18,10 @@ pub mod config;
 pub mod ctl;
 pub mod delivery;
 pub mod layout;
+pub mod node;
+pub mod outbox;
 pub mod result;
+pub mod round;
 pub mod zk;
 
 pub use result::RoundResult;

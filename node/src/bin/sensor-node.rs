@@ -1,1 +1,45 @@
-fn main() {}
+//! `sensor-node`: one sensor of the fleet. Thin: parse, validate, wire, run.
+//! See the library's crate docs for the round protocol.
+
+use clap::Parser;
+use sensor_node::config::{init_tracing, NodeArgs};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = NodeArgs::parse();
+    init_tracing(args.log_format);
+    let config = match args.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sensor-node: {e}");
+            std::process::exit(2);
+        }
+    };
+    if args.check_config {
+        println!("{}", config.render());
+        return Ok(());
+    }
+    sensor_node::node::run(config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,143 @@
+//! The sensor-node runtime: wires session, config, sensor, election, rounds and delivery.
+//!
+//! Tasks, all on one tokio runtime:
+//! * the **sensor** ([`round::run_sensor`]) — every node, always;
+//! * the **campaign loop** — campaign on `/election`; while leading, run
+//!   [`round::lead_rounds`], [`outbox::deliver_while_leading`] and
+//!   [`round::log_membership`] side by side; when leadership is lost, stop all three and
+//!   campaign again. A node never stops contending because of an error.
+//!
+//! Shutdown (SIGINT/SIGTERM): stop the tasks, resign leadership (delete the election znode)
+//! and close the session so `/mediciones/<id>` disappears at once: failover does not wait for
+//! a session timeout. An open round is abandoned; the next leader resumes it.
+
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+
+use crate::config::{self, LiveConfig, NodeConfig};
+use crate::delivery::Delivery;
+use crate::layout;
+use crate::outbox::{self, Outbox};
+use crate::round::{self, LeadEnd, LeaderContext};
+use crate::zk::{Election, Session, ZkError};
+
+/// Why [`run`] could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The HTTP client for delivery could not be built (TLS backend initialisation).
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Runs a node until `shutdown` resolves, then leaves cleanly.
+/// Never returns early because ZooKeeper or the API is unavailable.
+pub async fn run(
+    settings: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let session = Session::start(settings.session_config());
+    tracing::info!(node = %settings.id, hosts = %settings.zk, "sensor node starting");
+    let live = config::watch_live_config(&session, settings.live_defaults());
+    let period = period_of(live.clone());
+    let delivery = Delivery::new(settings.api_token.clone(), live.clone(), &session)?;
+    let outbox = Outbox::new(session.clone(), settings.outbox_limit);
+
+    let (stop_sensor, sensor_stop) = watch::channel(false);
+    let sensor = tokio::spawn(round::run_sensor(
+        session.clone(),
+        settings.id.clone(),
+        sensor_stop,
+    ));
+    let leader_ctx = LeaderContext {
+        session: session.clone(),
+        id: settings.id.clone(),
+        period,
+        outbox,
+    };
+    let (resign_tx, resign_rx) = watch::channel(false);
+    let campaign = tokio::spawn(campaign_loop(leader_ctx, delivery, resign_rx));
+
+    shutdown.await;
+    tracing::info!(node = %settings.id, "shutting down: resigning and closing the session");
+    resign_tx.send_replace(true);
+    // The campaign loop resigns (deletes its election znode) before returning.
+    let _ = tokio::time::timeout(Duration::from_secs(3), campaign).await;
+    // Let a reading in progress be published and counted, then stop the sensor.
+    stop_sensor.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), sensor).await;
+    session.close();
+    // Give the close request a moment to reach ZooKeeper.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tracing::info!(node = %settings.id, "stopped");
+    Ok(())
+}
+
+/// The sampling period as its own channel (the leader only needs that field).
+fn period_of(mut live: watch::Receiver<LiveConfig>) -> watch::Receiver<Duration> {
+    let (tx, rx) = watch::channel(live.borrow_and_update().sampling_period);
+    tokio::spawn(async move {
+        while live.changed().await.is_ok() {
+            let p = live.borrow_and_update().sampling_period;
+            tx.send_if_modified(|cur| {
+                let changed = *cur != p;
+                *cur = p;
+                changed
+            });
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+async fn campaign_loop(ctx: LeaderContext, delivery: Delivery, mut resign: watch::Receiver<bool>) {
+    let election = Election::new(ctx.session.clone(), layout::ELECTION, ctx.id.clone());
+    loop {
+        let leadership = tokio::select! {
+            l = election.campaign() => l,
+            _ = resigned(&mut resign) => return,
+        };
+        let leadership = match leadership {
+            Ok(l) => l,
+            Err(ZkError::Closed) => return,
+            Err(e) => {
+                tracing::warn!(node = %ctx.id, error = %e, "campaign failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        tracing::info!(node = %ctx.id, role = "leader", fencing = leadership.fencing_token(), "became leader");
+        let committed = Notify::new();
+        let end = tokio::select! {
+            end = round::lead_rounds(&ctx, &leadership, &committed) => Some(end),
+            _ = outbox::deliver_while_leading(&ctx.outbox, &delivery, &leadership, &committed) => {
+                // Delivery only stops on lost leadership or a stale-leader answer.
+                None
+            }
+            _ = round::log_membership(&ctx.session, &ctx.id, &leadership) => None,
+            _ = resigned(&mut resign) => {
+                leadership.resign().await;
+                return;
+            }
+        };
+        let was_held = leadership.is_held();
+        leadership.resign().await;
+        match end {
+            Some(LeadEnd::Closed) => return,
+            _ if was_held => {
+                tracing::warn!(node = %ctx.id, "stepped down (API reports a newer leader); campaigning again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            _ => {
+                tracing::warn!(node = %ctx.id, role = "follower", "leadership lost; campaigning again")
+            }
+        }
+    }
+}
+
+/// Resolves once shutdown asked the campaign loop to resign.
+async fn resigned(resign: &mut watch::Receiver<bool>) {
+    let _ = resign.wait_for(|r| *r).await;
+}

@@ -1,0 +1,329 @@
+//! Committed-but-undelivered rounds, kept in ZooKeeper under [`layout::OUTBOX`].
+//!
+//! The leader commits each round's [`RoundResult`] into the outbox in the same ZooKeeper
+//! transaction that advances `/rounds/last` and releases the barrier, guarded by a check on
+//! its election znode (see [`crate::round`]). Delivery then drains the outbox in round order,
+//! in batches, and removes entries only after the API acknowledged them — again guarded by
+//! the election znode. A leader that dies at any point leaves the outbox consistent, and the
+//! next leader delivers what is left; the API's idempotency on `round` absorbs the one
+//! possible duplicate (delivered, but the acknowledgement not yet recorded).
+//!
+//! The outbox is bounded ([`Outbox::limit`]): at the bound the leader stops opening rounds
+//! (back-pressure, logged) until delivery makes room. Nothing is ever dropped silently: a
+//! round the API refuses for good (a different value already stored) is moved to
+//! [`CONFLICTS`] for an operator to inspect.
+
+use std::time::Duration;
+
+use zookeeper_client as zkc;
+
+use crate::delivery::{Backoff, Delivery, DeliveryError};
+use crate::layout;
+use crate::zk::{self, Leadership, Session, ZkError};
+use crate::RoundResult;
+
+/// Rounds the API refused for good (conflicting value), kept for inspection:
+/// `/rounds/conflicts/<round>`, same JSON as the outbox.
+pub const CONFLICTS: &str = "/rounds/conflicts";
+
+/// Most rounds sent in one POST when draining a backlog.
+pub const BATCH: usize = 100;
+
+/// Access to the outbox.
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    session: Session,
+    limit: usize,
+}
+
+impl Outbox {
+    /// An outbox holding at most `limit` undelivered rounds.
+    pub fn new(session: Session, limit: usize) -> Self {
+        Outbox {
+            session,
+            limit: limit.max(1),
+        }
+    }
+
+    /// The bound on undelivered rounds.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Round numbers waiting in the outbox, ascending.
+    pub async fn rounds(&self) -> Result<Vec<u64>, ZkError> {
+        let client = self.session.wait_connected().await?;
+        let names = match client.list_children(layout::OUTBOX).await {
+            Ok(n) => n,
+            Err(zkc::Error::NoNode) => Vec::new(),
+            Err(e) => return Err(ZkError::zk("list", layout::OUTBOX, e)),
+        };
+        let mut rounds: Vec<u64> = names.iter().filter_map(|n| n.parse().ok()).collect();
+        rounds.sort_unstable();
+        Ok(rounds)
+    }
+
+    /// The oldest `max` pending results, ascending by round. An entry with unreadable JSON
+    /// is reported (it would block the queue), never skipped silently.
+    pub async fn oldest(&self, max: usize) -> Result<Vec<RoundResult>, ZkError> {
+        let rounds = self.rounds().await?;
+        let client = self.session.wait_connected().await?;
+        let mut out = Vec::new();
+        for round in rounds.into_iter().take(max) {
+            let path = layout::outbox_entry(round);
+            match client.get_data(&path).await {
+                Ok((data, _)) => {
+                    let r: RoundResult =
+                        serde_json::from_slice(&data).map_err(|e| ZkError::Malformed {
+                            path: path.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    out.push(r);
+                }
+                Err(zkc::Error::NoNode) => {}
+                Err(e) => return Err(ZkError::zk("get", &path, e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records that the API acknowledged `rounds` (ascending): deletes their entries and
+    /// advances `/rounds/delivered`, in one transaction that commits only while `leader`
+    /// still holds its election znode. Entries already gone are skipped.
+    pub async fn acknowledge(&self, leader: &Leadership, rounds: &[u64]) -> Result<(), ZkError> {
+        let Some(&last) = rounds.last() else {
+            return Ok(());
+        };
+        let client = self.session.client()?;
+        let mut existing = Vec::new();
+        for &r in rounds {
+            if client
+                .check_stat(&layout::outbox_entry(r))
+                .await
+                .map_err(|e| ZkError::zk("exists", layout::OUTBOX, e))?
+                .is_some()
+            {
+                existing.push(r);
+            }
+        }
+        let delivered = read_u64(&client, layout::ROUNDS_DELIVERED).await?;
+        let mut txn = client.new_multi_writer();
+        let bad = |e| ZkError::zk("multi", layout::OUTBOX, e);
+        txn.add_check_version(leader.guard_path(), 0).map_err(bad)?;
+        for r in &existing {
+            txn.add_delete(&layout::outbox_entry(*r), None)
+                .map_err(bad)?;
+        }
+        if last > delivered.value {
+            match delivered.version {
+                Some(v) => txn
+                    .add_set_data(
+                        layout::ROUNDS_DELIVERED,
+                        last.to_string().as_bytes(),
+                        Some(v),
+                    )
+                    .map_err(bad)?,
+                None => txn
+                    .add_create(
+                        layout::ROUNDS_DELIVERED,
+                        last.to_string().as_bytes(),
+                        &zk::persistent(),
+                    )
+                    .map_err(bad)?,
+            }
+        }
+        txn.commit()
+            .await
+            .map_err(|e| multi_error(layout::OUTBOX, e))?;
+        Ok(())
+    }
+
+    /// Moves a round the API refused for good to [`CONFLICTS`] (guarded like
+    /// [`Outbox::acknowledge`]), so the queue moves on and the value is kept.
+    pub async fn set_aside(
+        &self,
+        leader: &Leadership,
+        result: &RoundResult,
+    ) -> Result<(), ZkError> {
+        let client = self.session.client()?;
+        zk::ensure_path(&client, CONFLICTS).await?;
+        let data = serde_json::to_vec(result).map_err(|e| ZkError::Malformed {
+            path: CONFLICTS.into(),
+            reason: e.to_string(),
+        })?;
+        let mut txn = client.new_multi_writer();
+        let bad = |e| ZkError::zk("multi", CONFLICTS, e);
+        txn.add_check_version(leader.guard_path(), 0).map_err(bad)?;
+        txn.add_delete(&layout::outbox_entry(result.round), None)
+            .map_err(bad)?;
+        txn.add_create(
+            &format!("{CONFLICTS}/{:020}", result.round),
+            &data,
+            &zk::persistent(),
+        )
+        .map_err(bad)?;
+        txn.commit().await.map_err(|e| multi_error(CONFLICTS, e))?;
+        Ok(())
+    }
+}
+
+/// A number stored as ASCII in a znode, with the version to compare-and-set against
+/// (`None` when the znode does not exist). Empty or missing = 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    /// The value.
+    pub value: u64,
+    /// The znode's data version, if it exists.
+    pub version: Option<i32>,
+}
+
+/// Reads an ASCII unsigned integer znode (kazoo counter style).
+pub async fn read_u64(client: &zkc::Client, path: &str) -> Result<Versioned, ZkError> {
+    match client.get_data(path).await {
+        Ok((data, stat)) => {
+            let text = String::from_utf8_lossy(&data);
+            let text = text.trim();
+            let value = if text.is_empty() {
+                0
+            } else {
+                text.parse().map_err(|_| ZkError::Malformed {
+                    path: path.to_string(),
+                    reason: format!("{text:?} is not a round number"),
+                })?
+            };
+            Ok(Versioned {
+                value,
+                version: Some(stat.version),
+            })
+        }
+        Err(zkc::Error::NoNode) => Ok(Versioned {
+            value: 0,
+            version: None,
+        }),
+        Err(e) => Err(ZkError::zk("get", path, e)),
+    }
+}
+
+/// Maps a failed multi to [`ZkError`]: a failed check means we are not leader any more.
+pub fn multi_error(path: &str, err: zkc::MultiWriteError) -> ZkError {
+    match err {
+        zkc::MultiWriteError::RequestFailed { source } => ZkError::zk("multi", path, source),
+        zkc::MultiWriteError::OperationFailed { index: 0, source } if is_check_failure(&source) => {
+            ZkError::LeadershipLost
+        }
+        zkc::MultiWriteError::OperationFailed { source, .. } => ZkError::zk("multi", path, source),
+    }
+}
+
+fn is_check_failure(e: &zkc::Error) -> bool {
+    matches!(e, zkc::Error::NoNode | zkc::Error::BadVersion)
+}
+
+/// Drains the outbox while `leader` leads: sends the oldest rounds in order, in batches of
+/// up to [`BATCH`], retrying with jittered back-off while the API is unavailable, and
+/// acknowledges what the API accepted. Returns when leadership is lost, the API says we are
+/// a stale leader, or the session closes.
+pub async fn deliver_while_leading(
+    outbox: &Outbox,
+    delivery: &Delivery,
+    leader: &Leadership,
+    wake: &tokio::sync::Notify,
+) {
+    let mut backoff = Backoff::default();
+    let mut failing_since: Option<tokio::time::Instant> = None;
+    loop {
+        if !leader.is_held() {
+            return;
+        }
+        let batch = match outbox.oldest(BATCH).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox read failed");
+                if sleep_or_lost(leader, backoff.next_delay()).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = leader.lost() => return,
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+            continue;
+        }
+        let rounds: Vec<u64> = batch.iter().map(|r| r.round).collect();
+        match delivery.deliver(&batch).await {
+            Ok(_) => {
+                if let Some(since) = failing_since.take() {
+                    tracing::info!(
+                        outage_ms = since.elapsed().as_millis() as u64,
+                        "API reachable again"
+                    );
+                }
+                backoff.reset();
+                match outbox.acknowledge(leader, &rounds).await {
+                    Ok(()) => tracing::info!(
+                        first = rounds[0],
+                        last = rounds[rounds.len() - 1],
+                        count = rounds.len(),
+                        "rounds delivered"
+                    ),
+                    Err(ZkError::LeadershipLost) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "delivered, but recording it failed; will re-deliver (idempotent)")
+                    }
+                }
+            }
+            Err(DeliveryError::StaleLeader { .. }) => {
+                tracing::error!(
+                    fencing = leader.fencing_token(),
+                    "API rejected our fencing token: a newer leader exists; stopping delivery"
+                );
+                return;
+            }
+            Err(DeliveryError::Conflict { round, .. }) => {
+                let Some(result) = round.and_then(|round| batch.iter().find(|r| r.round == round))
+                else {
+                    tracing::error!(?round, "API reported a conflict it does not attribute to a round we sent; retrying later");
+                    if sleep_or_lost(leader, backoff.next_delay()).await {
+                        return;
+                    }
+                    continue;
+                };
+                tracing::error!(round = result.round, value = result.value, "API holds a different value for this round; setting it aside under /rounds/conflicts");
+                if let Err(e) = outbox.set_aside(leader, result).await {
+                    tracing::warn!(error = %e, "could not set the conflicting round aside");
+                    if sleep_or_lost(leader, backoff.next_delay()).await {
+                        return;
+                    }
+                }
+            }
+            Err(e @ (DeliveryError::Unauthorized { .. } | DeliveryError::Rejected { .. })) => {
+                // Needs an operator (token, version mismatch): keep the rounds, log each time.
+                tracing::error!(error = %e, pending = rounds.len(), "API refused the delivery; rounds stay queued");
+                if sleep_or_lost(leader, backoff.next_delay()).await {
+                    return;
+                }
+            }
+            Err(e) => {
+                if failing_since.is_none() {
+                    failing_since = Some(tokio::time::Instant::now());
+                    tracing::warn!(error = %e, pending = rounds.len(), "API unavailable; rounds stay queued in ZooKeeper");
+                }
+                if sleep_or_lost(leader, backoff.next_delay()).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps; returns true if leadership was lost meanwhile.
+async fn sleep_or_lost(leader: &Leadership, delay: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => !leader.is_held(),
+        _ = leader.lost() => true,
+    }
+}
