@@ -122,7 +122,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     retention.abort();
     if let Some(r) = registration {
-        r.abort();
+        r.stop();
     }
     match tokio::time::timeout(config.shutdown_grace, server).await {
         Ok(Ok(Ok(()))) => tracing::info!("stopped cleanly"),
