@@ -524,22 +524,38 @@ async fn session_expiry_builds_a_new_session_and_recipes_recover() {
     let mut status = s.status();
     let old_id = s.current_status().session_id;
 
-    // Expire.
+    // Expire: attach a second client to our session and close it. Under load the attach can
+    // lose a race with our own reconnect; try again until the session is gone.
     let info = s.client().unwrap().session().clone();
-    let thief = zookeeper_client::Client::connector()
-        .with_session_timeout(SESSION)
-        .with_session(info)
-        .connect(&server_cs)
-        .await
-        .expect("attach to the same session");
-    drop(thief);
-    until!(status, 10, |st| st.state == ConnState::Expired);
+    let mut expired = false;
+    for _ in 0..5 {
+        if let Ok(thief) = zookeeper_client::Client::connector()
+            .with_session_timeout(SESSION)
+            .with_connection_timeout(Duration::from_secs(5))
+            .with_session(info.clone())
+            .connect(&server_cs)
+            .await
+        {
+            drop(thief);
+        }
+        let gone = tokio::time::timeout(
+            Duration::from_secs(5),
+            status.wait_for(|st| st.state == ConnState::Expired || st.generation > 1),
+        )
+        .await;
+        if matches!(gone, Ok(Ok(_))) {
+            expired = true;
+            break;
+        }
+    }
+    assert!(expired, "could not expire the session");
     // Changes while our session is gone.
     oc.set_data("/cfg", b"v2", None).await.unwrap();
     oc.create("/members/a", b"", &zk::persistent())
         .await
         .unwrap();
-    until!(status, 10, |st| st.state == ConnState::Connected);
+    until!(status, 10, |st| st.state == ConnState::Connected
+        && st.generation > 1);
     let st = s.current_status();
     assert_eq!(st.generation, 2, "a new session was built");
     assert_ne!(st.session_id, old_id);

@@ -16,7 +16,11 @@
 //! A write guarded by [`Leadership::guard_path`] (a `check` in a multi) can only commit while
 //! our znode exists.
 
-use std::time::Duration;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use zookeeper_client as zk;
@@ -110,14 +114,16 @@ impl Election {
             let client = self.session.wait_connected().await?;
             let generation = status.borrow_and_update().generation;
             match self.try_lead(&client, &prefix, &mut guard).await {
-                Ok(Some((node, czxid, sequence))) => {
+                Ok(Some((node, czxid, sequence, confirmed))) => {
                     guard.node = None;
+                    let lease = Lease::new(confirmed + lease_length(client.session_timeout()));
                     return Ok(Leadership::new(
                         self.session.clone(),
                         format!("{}/{}", self.path, node),
                         czxid,
                         sequence,
                         generation,
+                        lease,
                     ));
                 }
                 Ok(None) => {}
@@ -137,7 +143,7 @@ impl Election {
         client: &zk::Client,
         prefix: &str,
         guard: &mut ContenderGuard,
-    ) -> Result<Option<(String, i64, i64)>, ZkError> {
+    ) -> Result<Option<(String, i64, i64, Instant)>, ZkError> {
         let my_session = client.session_id().0;
         ensure_path(client, &self.path).await?;
         let children = client
@@ -177,10 +183,12 @@ impl Election {
         let my_path = format!("{}/{}", self.path, my_node);
         match predecessor {
             None => {
-                // Verify the node is ours in *this* session before claiming leadership.
+                // Verify the node is ours in *this* session before claiming leadership. The
+                // answer also proves the session was alive when we asked: the lease starts then.
+                let asked = Instant::now();
                 match client.get_data(&my_path).await {
                     Ok((_, stat)) if stat.ephemeral_owner == my_session => {
-                        Ok(Some((my_node, stat.czxid, my_seq)))
+                        Ok(Some((my_node, stat.czxid, my_seq, asked)))
                     }
                     Ok(_) | Err(zk::Error::NoNode) => {
                         // A node of an expired session of ours: delete and start over.
@@ -231,8 +239,17 @@ impl Drop for ContenderGuard {
 /// Proof of leadership, revoked automatically.
 ///
 /// `is_held()` turns false — and [`Leadership::lost`] resolves — when the session is
-/// suspended or expires, or our contender znode is deleted. It never turns true again: a
-/// leader that lost leadership campaigns anew. Dropping the handle resigns (deletes the
+/// suspended or expires, our contender znode is deleted, or the **lease** runs out. It never
+/// turns true again: a leader that lost leadership campaigns anew.
+///
+/// The lease: leadership is only believed for [`lease_length`] (2/3 of the session timeout)
+/// after the last request that ZooKeeper answered with "your znode is there, in your
+/// session", counted from when that request was *sent*. The server cannot expire the
+/// session (and so cannot let another contender lead) sooner than one session timeout after
+/// receiving it, so while the lease runs nobody else leads. A monitor task renews it every
+/// quarter session timeout. The lease is what makes a process that was frozen (SIGSTOP, a
+/// long GC-like stall, a suspended VM) stop acting the instant it runs again, before any of
+/// its tasks has noticed that the connection or the session died meanwhile. Dropping the handle resigns (deletes the
 /// znode in the background); [`Leadership::resign`] does it and waits.
 #[derive(Debug)]
 pub struct Leadership {
@@ -241,14 +258,66 @@ pub struct Leadership {
     fencing: u64,
     sequence: i64,
     held: watch::Receiver<bool>,
+    lease: Lease,
     monitor: tokio::task::JoinHandle<()>,
     resigned: bool,
 }
 
+/// How long an answer from ZooKeeper keeps leadership valid: 2/3 of the negotiated session
+/// timeout (the server needs a full timeout of silence to expire the session), leaving a
+/// third as margin for scheduling and clock-rate differences.
+pub fn lease_length(session_timeout: Duration) -> Duration {
+    session_timeout * 2 / 3
+}
+
+/// A deadline that only moves forward, shared by the handle and its monitor task.
+#[derive(Clone, Debug)]
+struct Lease {
+    base: Instant,
+    until_us: Arc<AtomicU64>,
+}
+
+impl Lease {
+    fn new(until: Instant) -> Lease {
+        let base = Instant::now();
+        let until_us = until.saturating_duration_since(base).as_micros() as u64;
+        Lease {
+            base,
+            until_us: Arc::new(AtomicU64::new(until_us)),
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        self.base + Duration::from_micros(self.until_us.load(Ordering::Acquire))
+    }
+
+    fn extend(&self, until: Instant) {
+        let us = until.saturating_duration_since(self.base).as_micros() as u64;
+        self.until_us.fetch_max(us, Ordering::AcqRel);
+    }
+
+    fn valid(&self) -> bool {
+        Instant::now() < self.deadline()
+    }
+}
+
 impl Leadership {
-    fn new(session: Session, node: String, czxid: i64, sequence: i64, generation: u64) -> Self {
+    fn new(
+        session: Session,
+        node: String,
+        czxid: i64,
+        sequence: i64,
+        generation: u64,
+        lease: Lease,
+    ) -> Self {
         let (tx, rx) = watch::channel(true);
-        let monitor = tokio::spawn(monitor(session.clone(), node.clone(), generation, tx));
+        let monitor = tokio::spawn(monitor(
+            session.clone(),
+            node.clone(),
+            generation,
+            tx,
+            lease.clone(),
+        ));
         tracing::info!(node = %node, fencing = czxid, "leadership acquired");
         Leadership {
             session,
@@ -256,18 +325,24 @@ impl Leadership {
             fencing: czxid as u64,
             sequence,
             held: rx,
+            lease,
             monitor,
             resigned: false,
         }
     }
 
-    /// Whether we still lead, as far as this process can know without asking ZooKeeper.
+    /// Whether we still lead, as far as this process can know without asking ZooKeeper:
+    /// not revoked, and the lease has not run out (checked against the clock right now, so
+    /// it is false at once when a frozen process wakes up after its session timed out).
     pub fn is_held(&self) -> bool {
-        *self.held.borrow()
+        *self.held.borrow() && self.lease.valid()
     }
 
     /// Resolves when leadership is lost (immediately if it already is).
     pub async fn lost(&self) {
+        if !self.is_held() {
+            return;
+        }
         let mut rx = self.held.clone();
         let _ = rx.wait_for(|held| !*held).await;
     }
@@ -329,51 +404,91 @@ impl Drop for Leadership {
     }
 }
 
-/// Revokes leadership on suspension, expiry, a new session, or deletion of our znode.
-async fn monitor(session: Session, node: String, generation: u64, held: watch::Sender<bool>) {
+/// Revokes leadership on suspension, expiry, a new session, deletion of our znode, or when
+/// the lease runs out; renews the lease every quarter session timeout while all is well.
+async fn monitor(
+    session: Session,
+    node: String,
+    generation: u64,
+    held: watch::Sender<bool>,
+    lease: Lease,
+) {
+    let revoke = |why: &str| {
+        tracing::warn!(node = %node, reason = why, "leadership lost");
+        held.send_replace(false);
+    };
     let mut status = session.status();
+    let mut deleted: Option<Pin<Box<dyn Future<Output = zk::WatchedEvent> + Send>>> = None;
     loop {
         let s = *status.borrow_and_update();
         if s.state != ConnState::Connected || s.generation != generation {
-            tracing::warn!(node = %node, state = ?s.state, "leadership lost: ZooKeeper session not connected");
-            held.send_replace(false);
+            revoke("ZooKeeper session not connected");
             return;
         }
-        let client = match session.client() {
-            Ok(c) => c,
-            Err(_) => {
-                held.send_replace(false);
-                return;
+        let Ok(client) = session.client() else {
+            revoke("ZooKeeper session closed");
+            return;
+        };
+        let my_session = client.session_id().0;
+        let timeout = client.session_timeout();
+        // Renew: an answer proves the session was alive when the request was sent. The
+        // first pass also arms the deletion watch.
+        let sent = Instant::now();
+        let arm_watch = deleted.is_none();
+        let answer = async {
+            if arm_watch {
+                client
+                    .check_and_watch_stat(&node)
+                    .await
+                    .map(|(stat, w)| (stat, Some(w)))
+            } else {
+                client.check_stat(&node).await.map(|stat| (stat, None))
             }
         };
-        let watcher = match client.check_and_watch_stat(&node).await {
-            Ok((Some(_), w)) => Some(w),
-            Ok((None, _)) => {
-                tracing::warn!(node = %node, "leadership lost: contender znode deleted");
-                held.send_replace(false);
-                return;
-            }
-            Err(_) => None,
+        let answer = tokio::select! {
+            a = answer => Some(a),
+            _ = tokio::time::sleep_until(lease.deadline().into()) => None,
         };
         drop(client);
-        match watcher {
-            Some(w) => {
-                tokio::select! {
-                    ev = w.changed() => {
-                        if ev.event_type == zk::EventType::NodeDeleted {
-                            tracing::warn!(node = %node, "leadership lost: contender znode deleted");
-                            held.send_replace(false);
-                            return;
-                        }
-                    }
-                    _ = status.changed() => {}
+        match answer {
+            None => {
+                revoke("lease expired: no answer from ZooKeeper in time");
+                return;
+            }
+            Some(Ok((Some(stat), w))) if stat.ephemeral_owner == my_session => {
+                lease.extend(sent + lease_length(timeout));
+                if let Some(w) = w {
+                    deleted = Some(Box::pin(w.changed()));
                 }
             }
-            None => {
-                // Request failed (connection trouble): the status change will tell.
-                tokio::select! {
-                    _ = status.changed() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            Some(Ok(_)) => {
+                revoke("contender znode deleted");
+                return;
+            }
+            // Connection trouble: the status change or the lease will tell.
+            Some(Err(e)) => tracing::debug!(node = %node, error = %e, "leadership renewal failed"),
+        }
+        let renew_at = sent + timeout / 4;
+        let fired = async {
+            match deleted.as_mut() {
+                Some(f) => Some(f.await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ev = fired => {
+                deleted = None;
+                if ev.is_some_and(|ev| ev.event_type == zk::EventType::NodeDeleted) {
+                    revoke("contender znode deleted");
+                    return;
+                }
+            }
+            _ = status.changed() => {}
+            _ = tokio::time::sleep_until(renew_at.into()) => {}
+            _ = tokio::time::sleep_until(lease.deadline().into()) => {
+                if !lease.valid() {
+                    revoke("lease expired: no answer from ZooKeeper in time");
+                    return;
                 }
             }
         }
