@@ -361,3 +361,39 @@ fn sensor_node_check_config_prints_redacted_config_and_bad_values_exit_2() {
         assert!(text.contains(documented), "--help lacks {documented}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_config_keeps_working_after_a_zookeeper_crash() {
+    let mut server = tokio::task::block_in_place(testkit::ZkServer::start).expect("zookeeper");
+    let hosts = server.connect_string();
+    let start = |hosts: &str| Session::start(SessionConfig::new(hosts, Duration::from_secs(4)));
+    let session = start(&hosts);
+    session
+        .wait_connected_for(Duration::from_secs(20))
+        .await
+        .unwrap();
+    let mut rx = watch_live_config(&session, LiveConfig::default());
+    set(&session, layout::CONFIG_SAMPLING_PERIOD, "2").await;
+    wait_for(&mut rx, "2 s", |c| {
+        c.sampling_period == Duration::from_secs(2)
+    })
+    .await;
+
+    tokio::task::block_in_place(|| {
+        server.kill();
+        server.restart().expect("zookeeper back");
+    });
+    // Another client (an operator) changes the value once the server is back.
+    let operator = start(&hosts);
+    operator
+        .wait_connected_for(Duration::from_secs(20))
+        .await
+        .unwrap();
+    set(&operator, layout::CONFIG_SAMPLING_PERIOD, "3").await;
+    wait_for(&mut rx, "3 s after the crash", |c| {
+        c.sampling_period == Duration::from_secs(3)
+    })
+    .await;
+    operator.close();
+    session.close();
+}

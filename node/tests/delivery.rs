@@ -22,6 +22,8 @@ struct Receiver {
     seen: Mutex<Vec<(Option<String>, Value)>>,
     /// Answer: status and JSON body (default 201 `{}`).
     answer: Mutex<Option<(u16, Value)>>,
+    /// Delay before answering (to provoke client time-outs).
+    delay: Mutex<Option<Duration>>,
 }
 
 impl Receiver {
@@ -43,6 +45,10 @@ async fn ingest(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     rx.seen.lock().unwrap().push((auth, body));
+    let delay = *rx.delay.lock().unwrap();
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     let (status, body) = rx
         .answer
         .lock()
@@ -308,5 +314,47 @@ async fn config_api_url_change_switches_target_live() {
     })
     .await;
     assert!(back, "candidates: {:?}", d.candidates());
+    session.close();
+}
+
+#[tokio::test]
+async fn a_hanging_instance_times_out_and_the_next_one_is_used() {
+    let session = connected(&testkit::unique_chroot("deliver-timeout")).await;
+    let (slow_url, slow) = receiver().await;
+    *slow.delay.lock().unwrap() = Some(Duration::from_secs(30));
+    let (url, rx) = receiver().await;
+    register(&session, "b-good", &url).await;
+    let d = Delivery::with_timeout(
+        None,
+        fixed(Some(slow_url.clone())),
+        &session,
+        Duration::from_millis(500),
+    )
+    .unwrap();
+    let found = testkit::wait_until_async(Duration::from_secs(10), || async {
+        d.candidates().len() == 2
+    })
+    .await;
+    assert!(found, "{:?}", d.candidates());
+    let done = d
+        .deliver(&[result(1, 20.0)])
+        .await
+        .expect("second candidate");
+    assert_eq!(done.url, url);
+    assert_eq!((slow.seen().len(), rx.seen().len()), (1, 1));
+
+    // Alone, the hanging instance gives Unavailable("timed out"), not a hang.
+    let alone = Delivery::with_timeout(
+        None,
+        fixed(Some(slow_url)),
+        &session,
+        Duration::from_millis(500),
+    )
+    .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), alone.deliver(&[result(2, 20.0)]))
+        .await
+        .expect("bounded by the request timeout")
+        .unwrap_err();
+    assert!(err.to_string().contains("timed out"), "{err}");
     session.close();
 }
