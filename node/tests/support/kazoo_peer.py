@@ -7,8 +7,9 @@ prints machine-readable lines on stdout (``<ts>`` = Unix time in microseconds):
   election HOSTS PATH ID HOLD_MS ROUNDS
       ROUNDS times: Election.run(lead), where lead prints ``LEADER <ts>`` and ``NODE <name>``,
       holds HOLD_MS, prints ``RESIGN <ts>`` and returns (kazoo then deletes its node).
-  counter HOSTS PATH N
-      N times ``Counter += 1``; prints ``VALUE <v>`` at the end.
+  counter HOSTS PATH N GO_FILE
+      Waits until GO_FILE exists, prints ``START <ts>``, does N times ``Counter += 1``, and
+      prints ``VALUE <v> <ts>``.
   barrier-wait HOSTS PATH TIMEOUT_S
       Barrier.wait(TIMEOUT_S); prints ``RELEASED <True|False> <ts>``.
   barrier-create-remove HOSTS PATH GO_FILE
@@ -50,11 +51,18 @@ def election(zk, path, ident, hold_ms, rounds):
         e.run(lead)
 
 
-def counter(zk, path, n):
+def wait_file(path):
+    while not os.path.exists(path):
+        time.sleep(0.01)
+
+
+def counter(zk, path, n, go_file):
     c = Counter(zk, path)
+    wait_file(go_file)
+    say("START", ts())
     for _ in range(n):
         c += 1
-    say("VALUE", c.value)
+    say("VALUE", c.value, ts())
 
 
 def barrier_wait(zk, path, timeout_s):
@@ -66,8 +74,7 @@ def barrier_create_remove(zk, path, go_file):
     b = Barrier(zk, path)
     b.create()
     say("CREATED", ts())
-    while not os.path.exists(go_file):
-        time.sleep(0.02)
+    wait_file(go_file)
     say("REMOVED", b.remove(), ts())
 
 
@@ -80,7 +87,7 @@ def main(argv):
         if cmd == "election":
             election(zk, argv[3], argv[4], int(argv[5]), int(argv[6]))
         elif cmd == "counter":
-            counter(zk, argv[3], int(argv[4]))
+            counter(zk, argv[3], int(argv[4]), argv[5])
         elif cmd == "barrier-wait":
             barrier_wait(zk, argv[3], float(argv[4]))
         elif cmd == "barrier-create-remove":
