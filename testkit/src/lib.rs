@@ -7,6 +7,7 @@
 //! * [`ZkServer`] — a standalone ZooKeeper; [`ZkEnsemble`] — a 3-node (or N-node) ensemble.
 //! * [`RedisServer`] — a Redis with AOF on, restartable on the same data directory.
 //! * [`Proc`] — any child process (a `sensor-node`, a Python kazoo peer, ...).
+//! * [`compose`] — our compose files, read and interpolated as `docker compose` does.
 //!
 //! Each of them can be killed (SIGKILL), stopped (SIGTERM), paused (SIGSTOP), resumed
 //! (SIGCONT) and restarted. Cleanup: every child is SIGKILLed when its handle is dropped
@@ -21,6 +22,7 @@
 //! apart with a chroot ([`unique_chroot`]) or a key prefix; a test that injects faults
 //! starts its own.
 
+pub mod compose;
 mod process;
 mod redis;
 mod zookeeper;
