@@ -332,3 +332,102 @@ async fn zookeeper_ensemble_leader_crash_does_not_stop_or_duplicate_rounds() {
     assert_fencing_monotonic(&receiver);
     receiver.snapshot(|r| assert_eq!(r.conflicts, 0));
 }
+
+fn taken_at_ms(v: &Value) -> i64 {
+    let t = v["taken_at"].as_str().expect("taken_at");
+    let dt = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339");
+    (dt.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_period_changes_live_and_bad_values_are_ignored_with_a_warning() {
+    let zk = chrooted("liveconfig");
+    let receiver = Receiver::start().await;
+    let nodes = fleet(2, &NodeOpts::new(&zk, Some(&receiver.url())));
+    expect_round(&receiver, 2, 60, &nodes).await;
+    let s = session(&zk).await;
+    let c = s.client().unwrap();
+    zk::ensure_path(&c, "/config").await.unwrap();
+    c.create("/config/sampling_period", b"1.5", &zk::persistent())
+        .await
+        .unwrap();
+    // Rounds that start after the change are 1.5 s apart (the leader waits at least that).
+    let changed_at = receiver.last_round() + 1;
+    expect_round(&receiver, changed_at + 3, 60, &nodes).await;
+    let gaps = |from: u64| {
+        receiver.snapshot(|r| {
+            let times: Vec<i64> = r
+                .accepted
+                .iter()
+                .filter(|v| v["round"].as_u64().unwrap() >= from)
+                .map(taken_at_ms)
+                .collect();
+            times.windows(2).map(|w| w[1] - w[0]).collect::<Vec<i64>>()
+        })
+    };
+    let g = gaps(changed_at + 1);
+    assert!(
+        !g.is_empty() && g.iter().all(|&d| d >= 1450),
+        "rounds 1.5 s apart after the change: {g:?}"
+    );
+    // A bad value is ignored with a warning; the last good value stays in force.
+    c.set_data("/config/sampling_period", b"abc", None)
+        .await
+        .unwrap();
+    let bad_at = receiver.last_round() + 1;
+    expect_round(&receiver, bad_at + 2, 60, &nodes).await;
+    let g = gaps(bad_at);
+    assert!(
+        g.iter().all(|&d| d >= 1450),
+        "still 1.5 s after the bad value: {g:?}"
+    );
+    for n in &nodes {
+        let warned = n
+            .events()
+            .iter()
+            .filter(|e| e["level"] == "WARN" && e.to_string().contains("abc"))
+            .count();
+        assert_eq!(
+            warned,
+            1,
+            "{} warned once about the bad value\n{}",
+            n.id,
+            n.tail()
+        );
+    }
+    receiver.assert_contiguous();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_pauses_rounds_instead_of_dropping_them() {
+    let zk = chrooted("outboxfull");
+    let mut receiver = Receiver::start().await;
+    let mut opts = NodeOpts::new(&zk, Some(&receiver.url()));
+    opts.period = "0.2".into();
+    opts.extra_env.push(("OUTBOX_LIMIT".into(), "3".into()));
+    let nodes = fleet(2, &opts);
+    expect_round(&receiver, 1, 60, &nodes).await;
+    receiver.down().await;
+    let s = session(&zk).await;
+    let full = testkit::wait_until_async(Duration::from_secs(30), || async {
+        nodes.iter().any(|n| {
+            !n.events_named("outbox full: pausing rounds until the API takes the backlog")
+                .is_empty()
+        })
+    })
+    .await;
+    assert!(full, "leader reported the full outbox\n{}", dump(&nodes));
+    // Rounds stay paused at the bound: nothing beyond it is committed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let c = s.client().unwrap();
+    let pending = c.list_children("/rounds/outbox").await.unwrap().len();
+    assert_eq!(pending, 3, "outbox holds exactly its bound");
+    let committed = sensor_node::outbox::read_u64(&c, "/rounds/last")
+        .await
+        .unwrap()
+        .value;
+    receiver.up().await;
+    expect_round(&receiver, committed + 3, 60, &nodes).await;
+    receiver.assert_contiguous();
+}
