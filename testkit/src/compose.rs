@@ -472,6 +472,108 @@ pub fn env_names_in_help(help: &str) -> BTreeSet<String> {
     names
 }
 
+/// Process-wide variables every binary honours without documenting them per flag
+/// (`RUST_LOG` filters `tracing`); allowed on any service.
+pub const GLOBAL_ENV: &[&str] = &["RUST_LOG", "RUST_BACKTRACE"];
+
+/// Runs `exe` the way compose would run `service`, but with `--check-config` appended and
+/// with exactly the service's environment (nothing inherited), and checks that
+///
+/// * the binary accepts the configuration (exit 0);
+/// * every env var the service sets is one the binary documents in `--help`
+///   (`[env: NAME]`), or one of [`GLOBAL_ENV`] — so a misspelt name fails here instead of
+///   being silently ignored in production;
+/// * a `["CMD", <this binary>, args...]` healthcheck names a real subcommand (`args... --help`
+///   exits 0).
+///
+/// Returns the `--check-config` output, or a message saying what is wrong.
+pub fn check_service_config(exe: &Path, service: &Service) -> Result<String, String> {
+    let run = |args: &[String]| -> Result<std::process::Output, String> {
+        std::process::Command::new(exe)
+            .args(args)
+            .env_clear()
+            .envs(&service.environment)
+            .output()
+            .map_err(|e| format!("{}: cannot run {}: {e}", service.name, exe.display()))
+    };
+    let args: Vec<String> = service.command.iter().skip(1).cloned().collect();
+
+    let help = run(&["--help".to_string()])?;
+    if !help.status.success() {
+        return Err(format!(
+            "{}: `{} --help` failed: {}",
+            service.name,
+            exe.display(),
+            String::from_utf8_lossy(&help.stderr)
+        ));
+    }
+    let documented = env_names_in_help(&String::from_utf8_lossy(&help.stdout));
+    for name in service.environment.keys() {
+        if !documented.contains(name) && !GLOBAL_ENV.contains(&name.as_str()) {
+            return Err(format!(
+                "{}: sets {name}, which `{} --help` does not document (typo?); documented: {documented:?}",
+                service.name,
+                exe.display()
+            ));
+        }
+    }
+
+    let mut check_args = args;
+    check_args.push("--check-config".to_string());
+    let out = run(&check_args)?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "{}: `{} {}` rejected the configuration ({}):\n{}{}",
+            service.name,
+            exe.display(),
+            check_args.join(" "),
+            out.status,
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+
+    let exe_name = exe.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    if service.healthcheck.first().map(String::as_str) == Some("CMD")
+        && service.healthcheck.get(1).map(String::as_str) == Some(exe_name)
+    {
+        let mut probe: Vec<String> = service.healthcheck.iter().skip(2).cloned().collect();
+        probe.push("--help".to_string());
+        let out = run(&probe)?;
+        if !out.status.success() {
+            return Err(format!(
+                "{}: healthcheck `{}` is not a valid command line: {}",
+                service.name,
+                service.healthcheck[1..].join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    Ok(stdout)
+}
+
+/// Every service, in both compose files (interpolated with `.env.example`), whose command
+/// runs the binary `bin`; as `(file name, service)`.
+pub fn services_running(bin: &str) -> Result<Vec<(String, Service)>, ComposeError> {
+    let vars = read_env_file(&repo_root().join(".env.example"))?;
+    let mut found = Vec::new();
+    for path in compose_files() {
+        let file = ComposeFile::load(&path, &vars)?;
+        let label = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        for s in file.our_services()? {
+            if s.command.first().map(String::as_str) == Some(bin) {
+                found.push((label.clone(), s));
+            }
+        }
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

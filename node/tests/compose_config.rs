@@ -1,0 +1,50 @@
+//! Every `sensor-node` service in docker-compose.yml and docker-compose-cluster.yml starts
+//! with a configuration the real binary accepts (`--check-config`), and sets only env vars
+//! that `sensor-node --help` documents: a typo in a compose file fails CI, not a user.
+
+use std::path::Path;
+
+use testkit::compose::{check_service_config, services_running};
+
+const EXE: &str = env!("CARGO_BIN_EXE_sensor-node");
+
+#[test]
+fn compose_node_services_pass_check_config() {
+    let services = services_running("sensor-node").expect("read compose files");
+    assert_eq!(services.len(), 6, "three nodes in each compose file");
+    for (file, service) in &services {
+        let out =
+            check_service_config(Path::new(EXE), service).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let id = &service.environment["NODE_ID"];
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("id") && l.contains(id.as_str())),
+            "{file}: {}: effective config does not show id {id}:\n{out}",
+            service.name
+        );
+    }
+}
+
+#[test]
+fn a_misspelt_or_invalid_setting_is_caught() {
+    let (_, service) = services_running("sensor-node")
+        .expect("read compose files")
+        .into_iter()
+        .next()
+        .expect("a node service");
+
+    let mut typo = service.clone();
+    let hosts = typo
+        .environment
+        .remove("ZOOKEEPER_HOSTS")
+        .expect("ZOOKEEPER_HOSTS");
+    typo.environment.insert("ZOOKEPER_HOSTS".to_string(), hosts);
+    let err = check_service_config(Path::new(EXE), &typo).expect_err("typo accepted");
+    assert!(err.contains("ZOOKEPER_HOSTS"), "{err}");
+
+    let mut bad = service.clone();
+    bad.environment
+        .insert("SAMPLING_PERIOD".to_string(), "abc".to_string());
+    let err = check_service_config(Path::new(EXE), &bad).expect_err("bad value accepted");
+    assert!(err.contains("sampling"), "{err}");
+}
