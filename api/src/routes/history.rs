@@ -114,6 +114,17 @@ fn utc_label(ms: i64) -> String {
     format!("{} UTC", trimmed.replacen('T', " ", 1))
 }
 
+/// The smallest of 1, 2, 5 × 10^k that is at least `raw`.
+fn nice_step(raw: f64) -> f64 {
+    let exp = raw.log10().floor();
+    let base = 10f64.powf(exp);
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * base)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * base)
+}
+
 /// Builds the chart for points given newest first. `None` for no points.
 pub fn chart(points: &[Positioned]) -> Option<Chart> {
     if points.is_empty() {
@@ -127,11 +138,15 @@ pub fn chart(points: &[Positioned]) -> Option<Chart> {
     if hi - lo < 1e-9 {
         lo -= 1.0;
         hi += 1.0;
-    } else {
-        let pad = (hi - lo) * 0.08;
-        lo -= pad;
-        hi += pad;
     }
+    // Round the axis to "nice" steps (1, 2, 5 × 10^k) so grid labels are short numbers.
+    let step = nice_step((hi - lo) / 4.0);
+    lo = (lo / step).floor() * step;
+    hi = (hi / step).ceil() * step;
+    if !(hi - lo).is_finite() || hi <= lo {
+        return None; // values near f64::MAX: no sensible axis; the table still shows them
+    }
+    let ticks_n = ((hi - lo) / step).round().clamp(1.0, 10.0) as u32;
     let plot_w = W - LEFT - RIGHT;
     let plot_h = H - TOP - BOTTOM;
     let n = asc.len();
@@ -163,9 +178,9 @@ pub fn chart(points: &[Positioned]) -> Option<Chart> {
     } else {
         Vec::new()
     };
-    let ticks = (0..=4)
+    let ticks = (0..=ticks_n)
         .map(|k| {
-            let v = lo + (hi - lo) * f64::from(k) / 4.0;
+            let v = lo + step * f64::from(k);
             Tick {
                 y: format!("{:.1}", y(v)),
                 label: format_value(v),

@@ -1,0 +1,24 @@
+-- wrk script: POST /api/v1/averages with a fresh round per request (unique per thread),
+-- the same fencing token, and a valid RFC 3339 time; every request stores a new point.
+local counter = 0
+local thread_id = 0
+local threads = {}
+
+function setup(thread)
+  thread:set("tid", #threads + 1)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  thread_id = tonumber(tid) or 1
+  counter = 0
+end
+
+function request()
+  counter = counter + 1
+  local round = thread_id * 100000000 + counter
+  local body = string.format(
+    '{"round":%d,"value":%.2f,"samples":3,"leader":"bench","fencing":1,"taken_at":"2026-01-01T00:%02d:%02d.%03dZ"}',
+    round, 20 + (counter % 100) / 10, math.floor(counter / 60000) % 60, math.floor(counter / 1000) % 60, counter % 1000)
+  return wrk.format("POST", "/api/v1/averages", {["Content-Type"] = "application/json", ["Authorization"] = "Bearer bench-token"}, body)
+end
