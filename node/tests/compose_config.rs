@@ -48,3 +48,64 @@ fn a_misspelt_or_invalid_setting_is_caught() {
     let err = check_service_config(Path::new(EXE), &bad).expect_err("bad value accepted");
     assert!(err.contains("sampling"), "{err}");
 }
+
+/// The nodes' compose healthcheck (a `sensorctl status` pipeline run by `sh`) really tells a
+/// registered node from an absent one, against a real ZooKeeper.
+#[test]
+fn node_healthcheck_sees_a_live_node() {
+    use std::process::Command;
+    use std::time::Duration;
+
+    let (_, service) = services_running("sensor-node")
+        .expect("read compose files")
+        .into_iter()
+        .next()
+        .expect("a node service");
+    assert_eq!(
+        service.healthcheck.first().map(String::as_str),
+        Some("CMD-SHELL")
+    );
+    let probe = service.healthcheck[1].clone();
+    assert!(probe.contains("sensorctl"), "{probe}");
+    // Compose turns `$$` into `$` before the shell sees the command.
+    let probe = probe.replace("$$", "$");
+
+    let zk = testkit::shared_zk();
+    let hosts = format!(
+        "{}{}",
+        zk.connect_string(),
+        testkit::unique_chroot("healthcheck")
+    );
+    let bin_dir = Path::new(EXE).parent().expect("bin dir").to_path_buf();
+    let mut env = service.environment.clone();
+    env.insert("ZOOKEEPER_HOSTS".to_string(), hosts);
+    env.remove("API_URL");
+    env.insert(
+        "PATH".to_string(),
+        format!("{}:/usr/bin:/bin", bin_dir.display()),
+    );
+    let healthy = || {
+        Command::new("sh")
+            .arg("-c")
+            .arg(&probe)
+            .env_clear()
+            .envs(&env)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    assert!(!healthy(), "healthy before the node runs");
+
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let mut cmd = Command::new(EXE);
+    cmd.env_clear().envs(&env);
+    let mut node = testkit::Proc::spawn("sensor-node", cmd, log.path()).expect("spawn node");
+    let became_healthy = testkit::wait_until(Duration::from_secs(30), healthy);
+    assert!(
+        became_healthy,
+        "never healthy; node log:\n{}",
+        node.log_tail(30)
+    );
+
+    node.kill();
+}
