@@ -20,7 +20,7 @@ fn chrooted(tag: &str) -> String {
 
 fn fleet(n: usize, opts: &NodeOpts) -> Vec<Node> {
     (1..=n)
-        .map(|i| Node::spawn(&format!("n{i}"), opts))
+        .map(|i| common::spawn(&format!("n{i}"), opts))
         .collect()
 }
 

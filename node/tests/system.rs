@@ -103,7 +103,7 @@ async fn nodes_discover_apis_and_survive_redis_and_api_crashes_without_losing_a_
     let mut opts = NodeOpts::new(&zk, None);
     opts.token = Some(token.to_string());
     let nodes: Vec<Node> = (1..=3)
-        .map(|i| Node::spawn(&format!("n{i}"), &opts))
+        .map(|i| common::spawn(&format!("n{i}"), &opts))
         .collect();
     let http = reqwest::Client::new();
 

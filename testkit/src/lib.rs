@@ -23,11 +23,15 @@
 //! starts its own.
 
 pub mod compose;
+pub mod fleet;
 mod process;
+pub mod receiver;
 mod redis;
 mod zookeeper;
 
+pub use fleet::{Node, NodeOpts};
 pub use process::{Proc, SpawnError};
+pub use receiver::Receiver;
 pub use redis::{shared_redis, RedisServer};
 pub use zookeeper::{
     four_letter_word, server_mode, shared_zk, unique_chroot, ZkEnsemble, ZkServer, TICK_MS,
