@@ -10,7 +10,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use sensor_node::zk::{self, Barrier, ChildrenWatch, ConnState, Counter, DataWatch, NodeData};
+use sensor_node::zk::{
+    self, Barrier, ChildrenWatch, ConnState, Counter, DataWatch, NodeData, Session, SessionConfig,
+};
 use support::{
     assert_no_overlap, connected, contender_terms, field, lines, now_us, spawn_contender,
     wait_line, InProcContender,
@@ -440,6 +442,41 @@ async fn suspended_leader_steps_down_and_the_election_recovers_after_reconnect()
     terms.extend(c2.terms());
     terms.extend(contender_terms(&child));
     assert_no_overlap(&terms);
+}
+
+/// A process that starts while ZooKeeper is down does not fail: the session, a data watch
+/// and a counter increment all wait and complete once the server comes up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_started_while_zookeeper_is_down_connects_when_it_comes_up() {
+    let mut server = ZkServer::start().expect("zookeeper");
+    server.kill();
+    let cs = format!("zk-gone.invalid:2181,{}", server.connect_string());
+    let s = Session::start(SessionConfig::new(cs, SESSION));
+    let mut data = DataWatch::start(&s, "/cfg");
+    let inc = {
+        let c = Counter::new(s.clone(), "/counter");
+        tokio::spawn(async move { c.increment().await })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(s.current_status().state, ConnState::Connecting);
+    assert_eq!(*data.borrow(), NodeData::Unknown);
+    assert!(!inc.is_finished());
+    let t0 = Instant::now();
+    server.restart().expect("restart");
+    s.wait_connected_for(Duration::from_secs(30)).await.unwrap();
+    println!(
+        "late ZooKeeper: session established {:?} after the server came up",
+        t0.elapsed()
+    );
+    assert_eq!(s.current_status().generation, 1);
+    assert_eq!(within(20, inc).await.unwrap().unwrap(), 1);
+    until!(data, 10, |d| *d == NodeData::Missing);
+    s.client()
+        .unwrap()
+        .create("/cfg", b"up", &zk::persistent())
+        .await
+        .unwrap();
+    until!(data, 10, |d| d.text().as_deref() == Some("up"));
 }
 
 /// Two of three servers down for twice the session timeout: nobody believes it leads during
