@@ -18,10 +18,10 @@ use crate::AppState;
 /// Points per series when the request does not say (Grafana always does).
 const DEFAULT_MAX_POINTS: u64 = 1_000;
 /// Averages read per page while looking for leader changes.
-const SCAN_PAGE: usize = 10_000;
-/// At most this many averages are scanned for leader changes per query, so a year-long
-/// annotation query stays bounded; zoom in to see changes past it.
-const SCAN_LIMIT: usize = 500_000;
+const SCAN_PAGE: usize = 5_000;
+/// At most this many averages (the newest of the range) are scanned for leader changes
+/// per query: about 28 hours of one-second rounds, a few hundred milliseconds of work.
+const SCAN_LIMIT: usize = 100_000;
 
 /// Up to this many points the store aggregates sub-rollup widths from raw points, exactly
 /// (mirrors the store's private `RAW_AGGREGATION_LIMIT`); past it, widths must be
@@ -266,65 +266,63 @@ pub struct LeaderChange {
     pub fencing: u64,
 }
 
-/// Finds leader changes among consecutive averages (in round order) — pure, for tests.
-pub fn changes_in(averages: &[Average], previous: Option<&Average>) -> Vec<LeaderChange> {
+/// Finds leader changes among consecutive averages given newest first: a change is
+/// reported at the first (oldest) average of the new leader. `newer` is the average just
+/// after `averages[0]` in time, if one was seen already (pagination).
+pub fn changes_in_desc(averages: &[Average], newer: Option<&Average>) -> Vec<LeaderChange> {
     let mut out = Vec::new();
-    let mut prev = previous;
+    let mut later = newer;
     for avg in averages {
-        if let Some(p) = prev {
-            if p.leader != avg.leader {
+        if let Some(l) = later {
+            if l.leader != avg.leader {
                 out.push(LeaderChange {
-                    at_ms: avg.taken_at_ms,
-                    from: p.leader.clone(),
-                    to: avg.leader.clone(),
-                    round: avg.round,
-                    fencing: avg.fencing,
+                    at_ms: l.taken_at_ms,
+                    from: avg.leader.clone(),
+                    to: l.leader.clone(),
+                    round: l.round,
+                    fencing: l.fencing,
                 });
             }
         }
-        prev = Some(avg);
+        later = Some(avg);
     }
     out
 }
 
-/// Scans the averages of `[from_ms, to_ms]` page by page for leader changes.
+/// Scans the averages of `[from_ms, to_ms]` newest first, page by page (cursor
+/// pagination, so averages sharing a millisecond are neither lost nor doubled), for
+/// leader changes; returns them oldest first.
 ///
-/// Pages continue from the last timestamp seen (inclusive) and skip rounds already seen,
-/// so averages sharing a millisecond at a page boundary are neither lost nor doubled.
-/// Stops after [`SCAN_LIMIT`] averages.
+/// Stops after [`SCAN_LIMIT`] averages, so a long range costs bounded time and shows
+/// the most recent changes; zoom in to see older ones.
 async fn leader_changes(
     store: &Store,
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Vec<LeaderChange>, GrafanaError> {
     let mut changes = Vec::new();
-    let mut last: Option<Average> = None;
-    let mut cursor = from_ms;
+    let mut newer: Option<Average> = None;
+    let mut cursor = None;
     let mut scanned = 0usize;
     while scanned < SCAN_LIMIT {
-        let page = store.range_asc(cursor, to_ms, SCAN_PAGE).await?;
+        let page = store
+            .page_desc(from_ms, to_ms, cursor.as_ref(), SCAN_PAGE)
+            .await?;
+        let Some(oldest) = page.last() else { break };
+        cursor = Some(oldest.cursor.clone());
         let full = page.len() == SCAN_PAGE;
-        let last_round = last.as_ref().map(|a| a.round);
-        let fresh: Vec<Average> = page
-            .into_iter()
-            .filter(|a| last_round.is_none_or(|r| a.round > r))
-            .collect();
-        if fresh.is_empty() {
-            break;
-        }
-        scanned += fresh.len();
-        changes.extend(changes_in(&fresh, last.as_ref()));
-        let newest = fresh.last().map(|a| a.taken_at_ms).unwrap_or(cursor);
-        last = fresh.into_iter().last();
+        scanned += page.len();
+        let averages: Vec<Average> = page.into_iter().map(|p| p.average).collect();
+        changes.extend(changes_in_desc(&averages, newer.as_ref()));
+        newer = averages.into_iter().last();
         if !full {
             break;
         }
-        // A full page of one millisecond cannot advance by timestamp; step past it.
-        cursor = if newest == cursor { newest + 1 } else { newest };
     }
     if scanned >= SCAN_LIMIT {
         tracing::info!(from_ms, to_ms, scanned, "leader-change scan truncated");
     }
+    changes.reverse();
     Ok(changes)
 }
 
@@ -361,5 +359,36 @@ fn annotation_table(changes: Vec<LeaderChange>, ref_id: Option<String>) -> Query
             },
         ],
         rows,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn avg(round: u64, leader: &str) -> Average {
+        Average {
+            round,
+            value: 1.0,
+            samples: 1,
+            leader: leader.into(),
+            fencing: round,
+            taken_at: String::new(),
+            taken_at_ms: round as i64 * 1000,
+        }
+    }
+
+    #[test]
+    fn changes_are_found_across_pages_newest_first() {
+        // Rounds 1..=6, leaders a a b b b c; pages of newest-first averages.
+        let page1 = [avg(6, "c"), avg(5, "b"), avg(4, "b")];
+        let page2 = [avg(3, "b"), avg(2, "a"), avg(1, "a")];
+        let mut changes = changes_in_desc(&page1, None);
+        changes.extend(changes_in_desc(&page2, page1.last()));
+        let summary: Vec<(i64, &str, &str, u64)> = changes
+            .iter()
+            .map(|c| (c.at_ms, c.from.as_str(), c.to.as_str(), c.round))
+            .collect();
+        assert_eq!(summary, vec![(6000, "b", "c", 6), (3000, "a", "b", 3)]);
     }
 }
