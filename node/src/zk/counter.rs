@@ -5,23 +5,60 @@
 //! compare-and-set on the znode version, retried on `BadVersion`, so concurrent increments
 //! from any mix of kazoo and our clients are never lost.
 //!
-//! Failure behaviour: if the connection drops while a `set` is in flight, its outcome is
-//! unknown. We re-read: if the znode moved exactly one version and holds our new value, the
-//! increment is taken as applied; otherwise it is retried. (Two clients that read the same
-//! value and both lost their answers could both take the one success as theirs; ZooKeeper
-//! offers no way to tell, and kazoo simply retries, double counting instead.)
+//! Failure behaviour: if the connection drops while a write is in flight, its outcome is
+//! unknown, and neither guess is safe: retrying double-counts when the write had been applied,
+//! and "it looks applied" (version moved, value as expected) loses an increment when another
+//! client wrote the same value. Both happened in `tests/failures.rs` when the ensemble's
+//! leader server was killed under load. So each [`Counter`] handle owns a **marker**: an
+//! ephemeral znode `<path>-writers/<uuid>` written in the same multi as the counter, with the
+//! attempt number as data and a version check. After a lost answer we reconnect and read the
+//! marker: it names the attempt that was applied, if any; and because every attempt checks
+//! the marker's version, a stale attempt that is still in flight can no longer commit once a
+//! later one did (or vice versa). kazoo peers see only `<path>` and its ASCII value.
+//!
+//! If the session *expired* while an answer was lost, the marker went with it and the outcome
+//! cannot be known: [`Counter::add`] then returns an error (op `"add: outcome unknown"`)
+//! instead of guessing; retrying it may double-count.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use zookeeper_client as zk;
 
 use super::{ensure_path, Session, ZkError};
 
-/// A shared counter at one path.
+/// A shared counter at one path. Clones share one marker and take turns (one `add` at a
+/// time per handle family); use separate handles for parallel increments.
 #[derive(Clone, Debug)]
 pub struct Counter {
     session: Session,
     path: String,
+    marker: Arc<tokio::sync::Mutex<Marker>>,
+}
+
+/// This handle's marker znode in one session, and the next attempt number.
+#[derive(Debug, Default)]
+struct Marker {
+    /// Session that owns the marker (0 = none yet).
+    session_id: i64,
+    /// `<path>-writers/<uuid>`.
+    path: String,
+    /// The marker's version as of our last successful write or read.
+    version: i32,
+    /// Attempt numbers, unique per handle.
+    next_attempt: u64,
+}
+
+/// How an attempt ended.
+enum Attempt {
+    Applied(i64),
+    /// Counter version changed under us: read again.
+    Conflict,
+    /// Our cached marker state is stale: re-read it.
+    MarkerStale,
+    /// The answer was lost; the attempt (which would give this value) may or may not have
+    /// been applied.
+    Unknown(i64),
 }
 
 /// Parses kazoo's counter payload (empty = 0).
@@ -47,6 +84,7 @@ impl Counter {
         Counter {
             session,
             path: path.into(),
+            marker: Arc::new(tokio::sync::Mutex::new(Marker::default())),
         }
     }
 
@@ -61,25 +99,85 @@ impl Counter {
     }
 
     /// Adds `delta` and returns the new value. Retries through version conflicts and
-    /// connection trouble (waiting for a reconnect) until applied or the session is closed.
+    /// connection trouble (waiting for a reconnect) until applied exactly once, or the session
+    /// is closed ([`ZkError::Closed`]). Fails without retrying when an answer was lost *and*
+    /// the session expired before the outcome could be read (see the module doc).
     pub async fn add(&self, delta: i64) -> Result<i64, ZkError> {
+        let mut marker = self.marker.lock().await;
         let mut backoff = Duration::from_millis(5);
+        // Attempts whose answer was lost: (attempt number, value it would give). Every attempt
+        // checks the marker version we last saw, so at most one of them can ever apply, and
+        // only until one of ours succeeds or the marker shows which one did.
+        let mut unresolved: Vec<(u64, i64)> = Vec::new();
+        let applied = |unresolved: &[(u64, i64)], seen: u64| {
+            unresolved
+                .iter()
+                .find(|(a, _)| *a == seen)
+                .map(|(_, post)| *post)
+        };
         loop {
             let client = self.session.wait_connected().await?;
-            match self.try_add(&client, delta).await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_transient() => {
-                    drop(client);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+            let sid = client.session_id().0;
+            if !unresolved.is_empty() {
+                if marker.session_id != sid {
+                    tracing::warn!(path = %self.path, delta, "counter write lost with its session; outcome unknown");
+                    return Err(ZkError::zk(
+                        "add: outcome unknown",
+                        &self.path,
+                        zk::Error::SessionExpired,
+                    ));
                 }
-                Err(ZkError::Zk {
-                    source: zk::Error::BadVersion,
-                    ..
-                }) => {
+                match self.read_marker(&client, &mut marker).await {
+                    Ok(Some(seen)) => {
+                        if let Some(post) = applied(&unresolved, seen) {
+                            return Ok(post);
+                        }
+                        // None applied so far; the next attempt checks the version just read,
+                        // so a late one landing first makes it fail (and we look again).
+                    }
+                    Ok(None) => continue, // marker gone: the check above reports it
+                    Err(e) if e.is_transient() => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if marker.session_id != sid {
+                match self.create_marker(&client, &mut marker).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_transient() => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            marker.next_attempt += 1;
+            let attempt = marker.next_attempt;
+            match self.try_add(&client, &mut marker, delta, attempt).await {
+                Ok(Attempt::Applied(v)) => return Ok(v),
+                Ok(Attempt::Conflict) => {
                     // Contention: jitter a little so N clients do not collide in lockstep.
                     let jitter = rand::random_range(0..=backoff.as_millis() as u64);
                     tokio::time::sleep(Duration::from_millis(jitter)).await;
                     backoff = (backoff * 2).min(Duration::from_millis(100));
+                }
+                Ok(Attempt::MarkerStale) => {
+                    if let Ok(Some(seen)) = self.read_marker(&client, &mut marker).await {
+                        if let Some(post) = applied(&unresolved, seen) {
+                            return Ok(post);
+                        }
+                    }
+                }
+                Ok(Attempt::Unknown(post)) => {
+                    unresolved.push((attempt, post));
+                    drop(client);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) if e.is_transient() => {
+                    drop(client);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -91,7 +189,55 @@ impl Counter {
         self.add(1).await
     }
 
-    async fn try_add(&self, client: &zk::Client, delta: i64) -> Result<i64, ZkError> {
+    async fn create_marker(&self, client: &zk::Client, marker: &mut Marker) -> Result<(), ZkError> {
+        let parent = format!("{}-writers", self.path);
+        ensure_path(client, &parent).await?;
+        let path = format!("{parent}/{}", uuid::Uuid::new_v4().simple());
+        client
+            .create(&path, b"", &super::ephemeral())
+            .await
+            .map_err(|e| ZkError::zk("create", &path, e))?;
+        *marker = Marker {
+            session_id: client.session_id().0,
+            path,
+            version: 0,
+            next_attempt: marker.next_attempt,
+        };
+        Ok(())
+    }
+
+    /// Reads the marker: the last applied attempt number (0 if none), and refreshes the
+    /// cached version. `Ok(None)` if the marker is gone (its session expired).
+    async fn read_marker(
+        &self,
+        client: &zk::Client,
+        marker: &mut Marker,
+    ) -> Result<Option<u64>, ZkError> {
+        match client.get_data(&marker.path).await {
+            Ok((data, stat)) => {
+                marker.version = stat.version;
+                Ok(Some(
+                    std::str::from_utf8(&data)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0),
+                ))
+            }
+            Err(zk::Error::NoNode) => {
+                marker.session_id = 0;
+                Ok(None)
+            }
+            Err(e) => Err(ZkError::zk("get", &marker.path, e)),
+        }
+    }
+
+    async fn try_add(
+        &self,
+        client: &zk::Client,
+        marker: &mut Marker,
+        delta: i64,
+        attempt: u64,
+    ) -> Result<Attempt, ZkError> {
         let (data, stat) = match client.get_data(&self.path).await {
             Ok(v) => v,
             Err(zk::Error::NoNode) => {
@@ -106,24 +252,35 @@ impl Counter {
         let pre = parse_counter(&self.path, &data)?;
         let post = pre + delta;
         let payload = post.to_string();
-        match client
-            .set_data(&self.path, payload.as_bytes(), Some(stat.version))
-            .await
-        {
-            Ok(_) => Ok(post),
-            Err(e) if super::session::is_transient(&e) => {
-                // Outcome unknown: look once the connection is back.
-                let client = self.session.wait_connected().await?;
-                match client.get_data(&self.path).await {
-                    Ok((now, now_stat))
-                        if now_stat.version == stat.version + 1 && now == payload.as_bytes() =>
-                    {
-                        Ok(post)
-                    }
-                    _ => Err(ZkError::zk("set", &self.path, e)),
+        let attempt_data = attempt.to_string();
+        let mut multi = client.new_multi_writer();
+        let bad = |e| ZkError::zk("multi", &self.path, e);
+        multi
+            .add_set_data(&self.path, payload.as_bytes(), Some(stat.version))
+            .map_err(bad)?;
+        multi
+            .add_set_data(&marker.path, attempt_data.as_bytes(), Some(marker.version))
+            .map_err(bad)?;
+        match multi.commit().await {
+            Ok(_) => {
+                marker.version += 1;
+                Ok(Attempt::Applied(post))
+            }
+            Err(zk::MultiWriteError::OperationFailed { index: 0, source }) => match source {
+                zk::Error::BadVersion | zk::Error::NoNode => Ok(Attempt::Conflict),
+                e => Err(ZkError::zk("set", &self.path, e)),
+            },
+            Err(zk::MultiWriteError::OperationFailed { source, .. }) => match source {
+                zk::Error::BadVersion | zk::Error::NoNode => Ok(Attempt::MarkerStale),
+                e => Err(ZkError::zk("set", &marker.path, e)),
+            },
+            Err(zk::MultiWriteError::RequestFailed { source }) => {
+                if super::session::is_transient(&source) {
+                    Ok(Attempt::Unknown(post))
+                } else {
+                    Err(ZkError::zk("multi", &self.path, source))
                 }
             }
-            Err(e) => Err(ZkError::zk("set", &self.path, e)),
         }
     }
 }
