@@ -705,3 +705,39 @@ async fn redis_outage_is_a_503_with_a_message() {
         "recovers once Redis is back"
     );
 }
+
+/// A wide panel over a day of one average every 10 s: 8 640 buckets of 10 s, more rollup
+/// entries than Redis' Lua can unpack in one call; every bucket must still be there.
+#[tokio::test]
+async fn wide_panels_over_long_ranges_are_complete() {
+    let app = App::start("wide").await;
+    let spec = patched_openapi();
+    let start = T0 + 5 * 24 * HOUR;
+    let data: Vec<Average> = (0..8640_i64)
+        .map(|i| {
+            average(
+                i as u64 + 1,
+                start + i * 10_000 + 3_000,
+                (i % 97) as f64,
+                2,
+                "n1",
+                1,
+            )
+        })
+        .collect();
+    app.seed(&data).await;
+    let body = grafana_query(
+        start,
+        start + 24 * HOUR - 1,
+        10_000,
+        0,
+        json!([target("A", "average", json!({}))]),
+    );
+    let results = query_ok(&app, &spec, &body).await;
+    let pts = points(&results[0]);
+    assert_eq!(pts.len(), 8640);
+    for (k, (v, t)) in pts.iter().enumerate() {
+        assert_eq!(*t, start + k as i64 * 10_000);
+        assert_eq!(*v, Some((k % 97) as f64), "bucket {k}");
+    }
+}

@@ -457,3 +457,43 @@ async fn redis_outage_is_503_unavailable() {
     let (status, _) = prom_get(&app, "query", &[("query", "1+1"), ("time", "4")]).await;
     assert_eq!(status, 200);
 }
+
+/// A day of one average every 10 s: 8 640 rollup entries at the finest level, more than
+/// Redis' Lua can unpack in one call, so the server must read them in chunks.
+#[tokio::test]
+async fn day_long_ranges_at_the_finest_step_are_complete() {
+    let app = App::start("prom-day").await;
+    let start = T + 5 * 86_400_000;
+    let data: Vec<Average> = (0..8640_i64)
+        .map(|i| {
+            average(
+                i as u64 + 1,
+                start + i * 10_000 + 3_000,
+                (i % 97) as f64,
+                2,
+                "n1",
+                1,
+            )
+        })
+        .collect();
+    app.seed(&data).await;
+    let (a, b) = (secs(start + 10_000), secs(start + 86_400_000));
+    let (status, body) = prom_get(
+        &app,
+        "query_range",
+        &[
+            ("query", "sensor_average"),
+            ("start", &a),
+            ("end", &b),
+            ("step", "10"),
+        ],
+    )
+    .await;
+    let data_out = assert_success(status, &body);
+    let got = values(&data_out["result"][0]);
+    assert_eq!(got.len(), 8640);
+    for (k, (t, v)) in got.iter().enumerate() {
+        assert_eq!(*t, (start + (k as i64 + 1) * 10_000) as f64 / 1000.0);
+        assert_eq!(*v, (k % 97) as f64, "step {k}");
+    }
+}

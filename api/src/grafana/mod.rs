@@ -18,6 +18,7 @@ mod catalog;
 pub mod grid;
 pub mod protocol;
 mod query;
+pub mod read;
 pub mod series;
 
 use axum::http::StatusCode;

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use super::catalog::{AGGREGATION, FORMAT, LEADER_CHANGES, RATE};
 use super::grid::Grid;
 use super::protocol::{payload_str, Column, QueryRequest, QueryResult, Target};
+use super::read::read_buckets;
 use super::series::{Aggregation, Metric, Rate, SeriesSpec};
 use super::{parse_body, GrafanaError};
 use crate::store::{Average, Bucket, Store, ROLLUP_STEPS_MS};
@@ -175,10 +176,7 @@ pub async fn query(
         Grid::choose(from_ms, to_ms, max_points, interval_ms)
     };
     let buckets = if needs_buckets {
-        state
-            .store
-            .buckets(grid.first_ms, grid.end_ms() - 1, grid.width_ms)
-            .await?
+        read_buckets(&state.store, grid.first_ms, grid.end_ms(), grid.width_ms).await?
     } else {
         Vec::new()
     };

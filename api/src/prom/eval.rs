@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 use super::params::{parse_duration, parse_time, sample_value, seconds, Params};
 use super::promql::{self, Expr};
 use super::{params, success, PromError, PromSeries, SERIES};
+use crate::grafana::read::read_buckets;
 use crate::grafana::series::{bucketize, Metric, Rate, SeriesSpec};
 use crate::store::{Bucket, Store, ROLLUP_STEPS_MS};
 use crate::AppState;
@@ -223,7 +224,7 @@ async fn step_buckets(
     step: i64,
 ) -> Result<Vec<Bucket>, PromError> {
     if step % ROLLUP_STEPS_MS[0] == 0 {
-        return Ok(store.buckets(from_ms, to_ms, step).await?);
+        return Ok(read_buckets(store, from_ms, to_ms + 1, step).await?);
     }
     let n = store.count_range(from_ms, to_ms).await?;
     if n > RAW_FALLBACK_LIMIT {
