@@ -7,7 +7,8 @@
 //! 2. Every node — the leader too — waits for a barrier newer than the last one it served
 //!    ([`Barrier::wait_next`]), takes exactly one reading, writes it to its ephemeral
 //!    `/mediciones/<id>` (ASCII decimal) and increments `/counter` once.
-//! 3. After `sampling_period` the leader reads `/mediciones/*` and averages the readings
+//! 3. After `sampling_period` (rounds close on a fixed cadence: each one
+//!    `sampling_period` after the previous close) the leader reads `/mediciones/*` and averages the readings
 //!    whose `mzxid > B`: written during this round. A stale value of a node that missed the
 //!    round is excluded.
 //! 4. The leader commits, in **one** ZooKeeper transaction: check own election znode;
@@ -161,6 +162,10 @@ pub async fn lead_rounds(
     committed: &tokio::sync::Notify,
 ) -> LeadEnd {
     let mut outbox_full_logged = false;
+    // Rounds are paced by deadlines, not by sleeps after the work: each round closes at
+    // `previous close + period`, so commit overhead does not make the fleet drift
+    // (the kazoo seed loses ~3 rounds a minute that way).
+    let mut last_close: Option<tokio::time::Instant> = None;
     loop {
         if ctx.session.is_closed() {
             return LeadEnd::Closed;
@@ -179,6 +184,7 @@ pub async fn lead_rounds(
                 if wait_or_lost(leader, period).await {
                     return LeadEnd::Lost;
                 }
+                last_close = None;
                 continue;
             }
             Ok(_) => {
@@ -195,14 +201,23 @@ pub async fn lead_rounds(
                 continue;
             }
         }
-        match one_round(ctx, leader, period).await {
+        let now = tokio::time::Instant::now();
+        let close_at = match last_close {
+            // On schedule (or a little late): keep the cadence, as long as the sensors still
+            // get at least half a period to read.
+            Some(prev) if prev + period > now + period / 2 => prev + period,
+            _ => now + period,
+        };
+        match one_round(ctx, leader, close_at).await {
             Ok(result) => {
+                last_close = Some(close_at);
                 tracing::info!(node = %ctx.id, role = "leader", round = result.round, value = result.value, samples = result.samples, fencing = result.fencing, "round committed");
                 committed.notify_one();
             }
             Err(ZkError::LeadershipLost) => return LeadEnd::Lost,
             Err(ZkError::Closed) => return LeadEnd::Closed,
             Err(e) => {
+                last_close = None;
                 tracing::warn!(node = %ctx.id, error = %e, "round failed; retrying");
                 if wait_or_lost(leader, Duration::from_millis(500)).await {
                     return LeadEnd::Lost;
@@ -220,11 +235,11 @@ async fn wait_or_lost(leader: &Leadership, d: Duration) -> bool {
     }
 }
 
-/// Opens (or resumes) one round, waits the period, averages, commits.
+/// Opens (or resumes) one round, waits until `close_at`, averages, commits.
 async fn one_round(
     ctx: &LeaderContext,
     leader: &Leadership,
-    period: Duration,
+    close_at: tokio::time::Instant,
 ) -> Result<RoundResult, ZkError> {
     let client = ctx.session.client()?;
     zk::ensure_path(&client, layout::ROUNDS).await?;
@@ -264,7 +279,8 @@ async fn one_round(
     };
     drop(client);
     tracing::debug!(node = %ctx.id, round, barrier, "round open");
-    if wait_or_lost(leader, period).await {
+    let wait = close_at.saturating_duration_since(tokio::time::Instant::now());
+    if wait_or_lost(leader, wait).await {
         return Err(ZkError::LeadershipLost);
     }
     let client = ctx.session.client()?;
