@@ -6,10 +6,26 @@
 //! | znode | kind | written by | content |
 //! |---|---|---|---|
 //! | `/election/<uuid>__lock__<seq>` | ephemeral-sequential | every node | node id (kazoo `Election`) |
-//! | `/barrier` | persistent | the leader | empty (kazoo `Barrier`): up while a round runs |
+//! | `/barrier` | persistent | the leader | round number, ASCII (kazoo `Barrier` ignores data): up while a round runs |
 //! | `/mediciones/<id>` | ephemeral | each node | its latest reading, ASCII decimal |
 //! | `/counter` | persistent | each node | readings taken cluster-wide, ASCII integer (kazoo `Counter`) |
 //! | `/config/sampling_period`, `/config/api_url` | persistent | operators (`sensorctl`) | live config |
+//! | `/services/api/<instance>` | ephemeral | each sensor-api | its base URL (discovery) |
+//! | `/rounds/last` | persistent | the leader | last committed round number |
+//! | `/rounds/outbox/<round>` | persistent | the leader | committed, not yet delivered [`RoundResult`] (JSON) |
+//! | `/rounds/delivered` | persistent | the leader | last round the API acknowledged |
+//! | `/rounds/conflicts/<round>` | persistent | the leader | rounds the API refused for good (kept, not dropped) |
+//!
+//! ## The round protocol, in short
+//! The leader opens a round by creating `/barrier`; every node takes one reading for it and
+//! writes `/mediciones/<id>`; after `sampling_period` the leader averages the readings written
+//! since the barrier appeared and, in one ZooKeeper transaction guarded by its election
+//! znode, records the result in the outbox, advances `/rounds/last` and removes the barrier.
+//! Delivery drains the outbox in order; the API is idempotent on the round number and
+//! rejects older fencing tokens. So every round reaches the API exactly once, in order,
+//! across leader crashes, session expiry, ZooKeeper server crashes and API outages. The
+//! details, and why each failure is covered, are in [`round`] and [`outbox`]; the process
+//! wiring (tasks, shutdown) in [`node`].
 //!
 //! The recipes live in [`zk`]; they are kazoo-compatible on the wire and follow Curator's
 //! connection-state rules (a suspended session means "no longer leader").

@@ -1,6 +1,6 @@
 //! A ZooKeeper session that outlives ZooKeeper outages and session expiry.
 //!
-//! `zookeeper-client`'s [`Client`] is one session: once it is expired or closed it stays so.
+//! `zookeeper-client`'s [`Client`](zookeeper_client::Client) is one session: once it is expired or closed it stays so.
 //! [`Session`] owns a supervisor task that builds a `Client`, watches its state, and builds
 //! a new one after expiry, forever, with capped back-off (never kazoo's hour-long sleeps).
 //! Users see one value, [`SessionStatus`], through a `watch` channel:
