@@ -524,6 +524,65 @@ async fn counter_increments_across_ensemble_leader_kill_are_exact() {
     assert_eq!(value, total);
 }
 
+/// The (standalone) server freezes (SIGSTOP, like a long GC pause) for twice the session
+/// timeout: the leader stops believing it leads within its lease, and after SIGCONT the
+/// sessions recover (kept or rebuilt) and exactly one contender leads, never two at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_server_revokes_leadership_and_the_election_recovers() {
+    let server = ZkServer::start().expect("zookeeper");
+    let cs = server.connect_string();
+    let s1 = connected(&cs, SESSION).await;
+    let s2 = connected(&cs, SESSION).await;
+    let (c1, _t1) = InProcContender::start(s1.clone(), "/election", "c1");
+    assert!(
+        testkit::wait_until_async(Duration::from_secs(10), || std::future::ready(c1.leading()))
+            .await
+    );
+    let (c2, _t2) = InProcContender::start(s2.clone(), "/election", "c2");
+    let mut data = DataWatch::start(&s2, "/cfg");
+    until!(data, 10, |d| *d == NodeData::Missing);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    server.pause();
+    let t0 = Instant::now();
+    let bound = sensor_node::zk::election::lease_length(SESSION) + Duration::from_millis(500);
+    assert!(
+        testkit::wait_until_async(bound, || std::future::ready(!c1.leading())).await,
+        "leader still believes it leads {:?} into the freeze",
+        t0.elapsed()
+    );
+    println!(
+        "frozen server: leader stepped down after {:?}",
+        t0.elapsed()
+    );
+    tokio::time::sleep(SESSION * 2).await;
+    server.resume();
+    let t1 = Instant::now();
+    let one_leader = || [c1.leading(), c2.leading()].iter().filter(|b| **b).count() == 1;
+    assert!(
+        testkit::wait_until_async(Duration::from_secs(20), || std::future::ready(one_leader()))
+            .await,
+        "no leader after the server woke up"
+    );
+    println!(
+        "frozen server: a leader again {:?} after SIGCONT; generations {} {}",
+        t1.elapsed(),
+        s1.current_status().generation,
+        s2.current_status().generation
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(one_leader(), "leadership flapped or doubled");
+    let mut terms = c1.terms();
+    terms.extend(c2.terms());
+    assert_no_overlap(&terms);
+    let c = s1
+        .wait_connected_for(Duration::from_secs(20))
+        .await
+        .unwrap();
+    c.create("/cfg", b"awake", &zk::persistent()).await.unwrap();
+    until!(data, 10, |d| d.text().as_deref() == Some("awake"));
+}
+
 /// Two of three servers down for twice the session timeout: nobody believes it leads during
 /// the outage; afterwards a leader exists again, counters count and watches deliver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
