@@ -347,3 +347,41 @@ async fn kazoo_barrier_create_and_remove_are_seen_by_ours() {
     assert_eq!(barrier.current().await.unwrap(), None);
     let _ = std::fs::remove_file(&go);
 }
+
+/// A kazoo leader process dies (SIGKILL): our contender, queued behind kazoo's znode, leads
+/// once ZooKeeper expires kazoo's session (4 s after kazoo's last ping, as kazoo asks here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_contender_takes_over_from_a_killed_kazoo_leader() {
+    require_kazoo();
+    let cs = shared_connect("kz-kill");
+    let s = ours(&cs).await;
+    let mut kazoo = spawn_kazoo(
+        "kazoo-election-kill",
+        &["election", &cs, "/election", "kazoo", "60000", "1"],
+    );
+    ready(&kazoo).await;
+    let led = wait_line(&kazoo, 0, Duration::from_secs(10), |l| {
+        l.starts_with("LEADER")
+    })
+    .await
+    .unwrap_or_else(|| panic!("kazoo never led:\n{}", kazoo.log_tail(30)));
+    let election = Election::new(s.clone(), "/election", "rust");
+    let campaign = tokio::spawn(async move { election.campaign().await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!campaign.is_finished(), "led while kazoo leads");
+    let killed_at = now_us();
+    kazoo.kill();
+    let leadership = tokio::time::timeout(Duration::from_secs(20), campaign)
+        .await
+        .expect("we lead after kazoo's session expires")
+        .unwrap()
+        .expect("campaign");
+    let took_over = now_us();
+    println!(
+        "kazoo leader SIGKILL -> our contender leads after {} ms",
+        (took_over - killed_at) / 1000
+    );
+    assert!(field::<u128>(&led, 1) < killed_at);
+    assert!(leadership.is_held());
+    leadership.resign().await;
+}
