@@ -14,7 +14,8 @@
 #   build   — compiles all dependencies against the stubs (cached until a Cargo.toml or
 #             Cargo.lock changes), then the real sources (only our crates recompile).
 #   runtime — debian:bookworm-slim with the four binaries, running as an unprivileged user.
-#             No compiler, no curl: health checks use `sensor-api healthcheck`.
+#             No compiler, no curl: health checks use our binaries (`sensor-api
+#             healthcheck`; for nodes `sensorctl status` piped to grep).
 
 ARG RUST_VERSION=1.95
 
