@@ -176,6 +176,26 @@ async fn kazoo_and_our_election_contenders_take_turns_and_never_lead_together() 
     for pair in order.windows(2) {
         assert_ne!(pair[0], pair[1], "no alternation: {order:?}");
     }
+    // Our fencing tokens grow from each of our terms to the next.
+    let ours: Vec<u64> = terms
+        .iter()
+        .filter(|t| t.who == "rust")
+        .map(|t| t.fencing)
+        .collect();
+    assert!(ours.windows(2).all(|w| w[0] < w[1]), "fencing {ours:?}");
+    // kazoo parses our contender znodes too: its contenders() lists us behind it.
+    let seen_by_kazoo: Vec<String> = lines(&kazoo)
+        .iter()
+        .filter(|l| l.starts_with("CONTENDERS "))
+        .map(|l| field(l, 1))
+        .collect();
+    assert_eq!(seen_by_kazoo.len(), ROUNDS);
+    assert!(
+        seen_by_kazoo[..ROUNDS - 1]
+            .iter()
+            .all(|c| c == "kazoo,rust"),
+        "kazoo's contenders(): {seen_by_kazoo:?}"
+    );
     for l in lines(&kazoo).iter().filter(|l| l.starts_with("NODE ")) {
         names_seen.push(field(l, 1));
     }

@@ -6,7 +6,8 @@ prints machine-readable lines on stdout (``<ts>`` = Unix time in microseconds):
 
   election HOSTS PATH ID HOLD_MS ROUNDS
       ROUNDS times: Election.run(lead), where lead prints ``LEADER <ts>`` and ``NODE <name>``,
-      holds HOLD_MS, prints ``RESIGN <ts>`` and returns (kazoo then deletes its node).
+      holds HOLD_MS (printing kazoo's ``contenders()`` half-way as ``CONTENDERS a,b``), prints
+      ``RESIGN <ts>`` and returns (kazoo then deletes its node).
   counter HOSTS PATH N GO_FILE
       Waits until GO_FILE exists, prints ``START <ts>``, does N times ``Counter += 1``, and
       prints ``VALUE <v> <ts>``.
@@ -44,7 +45,9 @@ def election(zk, path, ident, hold_ms, rounds):
     def lead():
         say("LEADER", ts())
         say("NODE", e.lock.node)
-        time.sleep(hold_ms / 1000.0)
+        time.sleep(hold_ms / 2000.0)
+        say("CONTENDERS", ",".join(e.contenders()))
+        time.sleep(hold_ms / 2000.0)
         say("RESIGN", ts())
 
     for _ in range(rounds):
