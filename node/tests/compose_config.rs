@@ -53,6 +53,20 @@ fn a_misspelt_or_invalid_setting_is_caught() {
 /// registered node from an absent one, against a real ZooKeeper.
 #[test]
 fn node_healthcheck_sees_a_live_node() {
+    healthcheck_scenario("", "healthcheck");
+}
+
+/// What broke an earlier implementation in the cluster compose file: a stopped container's
+/// host name no longer resolves. A node (and sensorctl) given a connect string with such a
+/// name among live servers must still connect, register and report healthy.
+#[test]
+fn an_unresolvable_zookeeper_name_in_the_connect_string_is_skipped() {
+    healthcheck_scenario("zookeeper2.invalid:2181,", "unresolvable");
+}
+
+/// Runs the compose file's node healthcheck before and after starting a node whose
+/// ZOOKEEPER_HOSTS is `<prefix><shared test server>/<unique chroot>`.
+fn healthcheck_scenario(hosts_prefix: &str, tag: &str) {
     use std::process::Command;
     use std::time::Duration;
 
@@ -72,9 +86,9 @@ fn node_healthcheck_sees_a_live_node() {
 
     let zk = testkit::shared_zk();
     let hosts = format!(
-        "{}{}",
+        "{hosts_prefix}{}{}",
         zk.connect_string(),
-        testkit::unique_chroot("healthcheck")
+        testkit::unique_chroot(tag)
     );
     let bin_dir = Path::new(EXE).parent().expect("bin dir").to_path_buf();
     let mut env = service.environment.clone();
@@ -106,6 +120,7 @@ fn node_healthcheck_sees_a_live_node() {
         "never healthy; node log:\n{}",
         node.log_tail(30)
     );
+    assert!(node.is_running(), "node exited:\n{}", node.log_tail(30));
 
     node.kill();
 }
