@@ -48,3 +48,24 @@ fn a_misspelt_or_invalid_setting_is_caught() {
     let err = check_service_config(Path::new(EXE), &bad).expect_err("bad value accepted");
     assert!(err.contains("REDIS_URL"), "{err}");
 }
+
+/// The README's table lists every env var `sensor-api --help` documents, so the docs cannot
+/// silently fall behind a new flag.
+#[test]
+fn readme_documents_every_env_var() {
+    let readme = std::fs::read_to_string(testkit::compose::repo_root().join("README.md"))
+        .expect("README.md");
+    let help = std::process::Command::new(EXE)
+        .arg("--help")
+        .env_clear()
+        .output()
+        .expect("run --help");
+    let names = testkit::compose::env_names_in_help(&String::from_utf8_lossy(&help.stdout));
+    assert!(!names.is_empty(), "no [env: ...] in --help");
+    for name in names {
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "README.md does not document {name}"
+        );
+    }
+}

@@ -124,3 +124,26 @@ fn healthcheck_scenario(hosts_prefix: &str, tag: &str) {
 
     node.kill();
 }
+
+/// The README's tables list every env var `sensor-node --help` and `sensorctl --help`
+/// document, so the docs cannot silently fall behind a new flag.
+#[test]
+fn readme_documents_every_env_var() {
+    let readme = std::fs::read_to_string(testkit::compose::repo_root().join("README.md"))
+        .expect("README.md");
+    for exe in [EXE, env!("CARGO_BIN_EXE_sensorctl")] {
+        let help = std::process::Command::new(exe)
+            .arg("--help")
+            .env_clear()
+            .output()
+            .expect("run --help");
+        let names = testkit::compose::env_names_in_help(&String::from_utf8_lossy(&help.stdout));
+        assert!(!names.is_empty(), "{exe}: no [env: ...] in --help");
+        for name in names {
+            assert!(
+                readme.contains(&format!("`{name}`")),
+                "README.md does not document {name} ({exe})"
+            );
+        }
+    }
+}
