@@ -1,1 +1,3 @@
-fn main() { println!("sensor-dashboard: not built yet; see the dashboard issue"); }
+fn main() {
+    println!("sensor-dashboard: not built yet; see the dashboard issue");
+}
