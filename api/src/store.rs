@@ -211,8 +211,17 @@ pub enum StoreError {
 }
 
 impl From<redis::RedisError> for StoreError {
+    /// A failing Lua script is a bug in this crate, not an outage: it becomes
+    /// [`StoreError::Corrupt`] (500, logged) so clients do not retry it forever. Everything
+    /// else (I/O, timeouts, refused connections, LOADING/BUSY replies) is
+    /// [`StoreError::Unavailable`] (503, retry).
     fn from(e: redis::RedisError) -> Self {
-        StoreError::Unavailable(e)
+        let text = e.to_string();
+        if text.contains("user_script") || text.contains("Error running script") {
+            StoreError::Corrupt(format!("redis script failed: {text}"))
+        } else {
+            StoreError::Unavailable(e)
+        }
     }
 }
 
@@ -410,11 +419,15 @@ return out
 /// Returns flat [start, agg, ...].
 const ROLLUP_RANGE_LUA: &str = r#"
 local starts = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[2])
-if #starts == 0 then return {} end
-local aggs = redis.call('HMGET', KEYS[2], unpack(starts))
 local out = {}
-for i = 1, #starts do
-  if aggs[i] then out[#out + 1] = starts[i]; out[#out + 1] = aggs[i] end
+-- HMGET in chunks: Lua's unpack() fails beyond a few thousand values.
+for c = 1, #starts, 1000 do
+  local last = math.min(c + 999, #starts)
+  local aggs = redis.call('HMGET', KEYS[2], unpack(starts, c, last))
+  for i = c, last do
+    local a = aggs[i - c + 1]
+    if a then out[#out + 1] = starts[i]; out[#out + 1] = a end
+  end
 end
 return out
 "#;
@@ -916,9 +929,10 @@ impl Store {
     /// coarsest rollup level whose width divides `bucket_ms`; the (at most two) partially
     /// covered edge buckets are computed exactly. Small ranges (few raw points) are
     /// aggregated from raw points. If no rollup width divides `bucket_ms` and the range is
-    /// large, the finest rollup level is used and each 10 s rollup bucket is attributed to
-    /// the output bucket containing its start (an approximation of at most 10 s at bucket
-    /// edges). Fails only when Redis does ([`StoreError::Unavailable`]) or for
+    /// large, the coarsest rollup level at most a tenth of `bucket_ms` wide (else the 10 s
+    /// level) is used, each of its buckets attributed to the output bucket containing its
+    /// start: an approximation of at most one rollup step at bucket edges. Callers wanting
+    /// exact edges pick widths that are multiples of 10 s, 1 min, 5 min, 1 h or 1 day. Fails only when Redis does ([`StoreError::Unavailable`]) or for
     /// `bucket_ms <= 0`.
     pub async fn buckets(
         &self,
@@ -989,10 +1003,15 @@ impl Store {
                 }
             }
         } else {
-            // No rollup width divides bucket_ms: attribute each finest rollup bucket to the
-            // output bucket containing its start (approximate at the edges, never slow).
-            let step = ROLLUP_STEPS_MS[0];
-            for (b, last_ms) in self.rollups(0, floor_to(from_ms, step), to_ms).await? {
+            // No rollup width divides bucket_ms: take the coarsest level at most a tenth of
+            // the bucket width and attribute each of its buckets to the output bucket that
+            // contains its start (placement error at most one rollup step, never slow).
+            let level = ROLLUP_STEPS_MS
+                .iter()
+                .rposition(|step| step * 10 <= bucket_ms)
+                .unwrap_or(0);
+            let step = ROLLUP_STEPS_MS[level];
+            for (b, last_ms) in self.rollups(level, floor_to(from_ms, step), to_ms).await? {
                 add(floor_to(b.start_ms, bucket_ms), &b, last_ms);
             }
         }

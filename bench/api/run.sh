@@ -77,8 +77,9 @@ rb_run() { # name, command...
   local line; line=$(redis-benchmark -p "$RPORT" -c "$CONNS" -n "$N" --csv "$@" | tail -1)
   # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
   local rps p99
-  rps=$(cut -d, -f2 <<<"$line" | tr -d '"')
-  p99=$(cut -d, -f7 <<<"$line" | tr -d '"')
+  # The test name may contain commas (the JSON argument): count fields from the end.
+  rps=$(awk -F, '{print $(NF-6)}' <<<"$line" | tr -d '"')
+  p99=$(awk -F, '{print $(NF-1)}' <<<"$line" | tr -d '"')
   printf '%-34s %12s req/s   p99 %8sms\n' "$name" "$rps" "$p99"
 }
 echo "== redis-benchmark, same Redis, $CONNS connections"
