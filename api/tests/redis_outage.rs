@@ -106,3 +106,27 @@ async fn starts_while_redis_is_down() {
     assert!(wait_ready(&app, Duration::from_secs(15)).await);
     assert_eq!(app.post(&avg(1, 1.0, 1), None).await.0, 201);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout_answers_503() {
+    let redis = RedisServer::start().expect("redis");
+    let mut state = sensor_api::AppState::new(support::store(&redis.url(), "timeout"));
+    state.request_timeout = Duration::from_millis(300);
+    let app = TestApp::serve(state).await;
+    assert_eq!(app.get("/api/v1/stats").await.status(), 200);
+    redis.pause();
+    let started = Instant::now();
+    let (status, body) = app.get_json("/api/v1/stats").await;
+    let waited = started.elapsed();
+    redis.resume();
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        waited < Duration::from_millis(750),
+        "request timeout (300 ms) before the Redis timeout (800 ms): {waited:?}"
+    );
+    let (_, metrics) = app.get_text("/metrics").await;
+    assert!(
+        metrics.contains("route=\"/api/v1/stats\",status=\"503\"} 1"),
+        "{metrics}"
+    );
+}
