@@ -139,6 +139,29 @@ async fn main() -> anyhow::Result<()> {
         "oldest page (50) in {:.2} ms",
         t.elapsed().as_secs_f64() * 1e3
     );
+    // The history page over HTTP, as a browser gets it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = sensor_api::app(sensor_api::AppState::new(store.clone()));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
+    let mid_cursor = cursor.encode();
+    for path in [
+        "/".to_string(),
+        format!("/?cursor={mid_cursor}&limit=500"),
+        "/?oldest=1".to_string(),
+        "/api/v1/stats".to_string(),
+        format!("/api/v1/averages?limit=1000&cursor={mid_cursor}"),
+    ] {
+        let t = Instant::now();
+        let r = client.get(format!("http://{addr}{path}")).send().await?;
+        let status = r.status();
+        let bytes = r.bytes().await?.len();
+        println!(
+            "GET {path} -> {status}, {bytes} bytes in {:.1} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
     let t = Instant::now();
     let r = store.range_asc(first, first + 3_600_000, 10_000).await?;
     println!(

@@ -97,8 +97,9 @@ impl AppState {
         let bearer = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
         let presented = bearer.or(query_token);
         match presented {
             Some(p) if constant_time_eq(p.as_bytes(), expected.as_bytes()) => Ok(()),

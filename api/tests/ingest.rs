@@ -277,6 +277,17 @@ async fn writes_need_the_token_reads_do_not() {
     assert_eq!(app.post_raw("garbage", None).await.0, 401);
     assert_eq!(stored_count(&app).await, 0);
     assert_eq!(app.post(&body, Some("s3cret")).await.0, 201);
+    // The scheme is case-insensitive (RFC 7235); the token is not.
+    let r = app
+        .client
+        .post(app.url("/api/v1/averages"))
+        .header("authorization", "bearer s3cret")
+        .json(&avg(1, 1.0, 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "duplicate of round 1, accepted");
+    assert_eq!(app.post(&body, Some("S3CRET")).await.0, 401);
 
     // Legacy: header or ?token=.
     assert_eq!(app.get("/nuevo?dato=1").await.status(), 401);
