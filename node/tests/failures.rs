@@ -703,17 +703,19 @@ async fn quorum_loss_revokes_leadership_and_everything_recovers() {
     assert_no_overlap(&contender_terms(&child));
 }
 
-/// Expires our session for real (the classic trick: attach a second client to the same
-/// session and close it). The Session builds a new one (generation 2), watches deliver the
-/// current state, and a barrier wait pending across the expiry returns when the barrier is
+/// Expires our session for real: a proxy cuts it off from the server (a partition) for
+/// twice the session timeout while another session carries on. The Session builds a new one
+/// (generation 2), watches deliver the current state (including changes made while we were
+/// cut off), and a barrier wait pending across the expiry returns when the barrier is
 /// removed afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_expiry_builds_a_new_session_and_recipes_recover() {
     let chroot = testkit::unique_chroot("expiry");
-    let server_cs = testkit::shared_zk().connect_string();
-    let cs = format!("{server_cs}{chroot}");
+    let server = testkit::shared_zk();
+    let proxy = support::Partition::start(server.port()).await;
+    let cs = format!("{}{chroot}", proxy.connect_string());
     let s = connected(&cs, SESSION).await;
-    let other = connected(&cs, SESSION).await;
+    let other = connected(&format!("{}{chroot}", server.connect_string()), SESSION).await;
     let oc = other.client().unwrap();
     zk::ensure_path(&oc, "/members").await.unwrap();
     oc.create("/cfg", b"v1", &zk::persistent()).await.unwrap();
@@ -727,41 +729,39 @@ async fn session_expiry_builds_a_new_session_and_recipes_recover() {
         let b = Barrier::new(s.clone(), "/barrier");
         tokio::spawn(async move { b.wait_removed(Some(Duration::from_secs(60))).await })
     };
+    let mine = s.client().unwrap();
+    mine.create("/members/mine", b"", &zk::ephemeral())
+        .await
+        .unwrap();
+    drop(mine);
+    until!(kids, 10, |k| k.names == ["mine"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiter.is_finished());
     let mut status = s.status();
     let old_id = s.current_status().session_id;
 
-    // Expire: attach a second client to our session and close it. Under load the attach can
-    // lose a race with our own reconnect; try again until the session is gone.
-    let info = s.client().unwrap().session().clone();
-    let mut expired = false;
-    for _ in 0..5 {
-        if let Ok(thief) = zookeeper_client::Client::connector()
-            .with_session_timeout(SESSION)
-            .with_connection_timeout(Duration::from_secs(5))
-            .with_session(info.clone())
-            .connect(&server_cs)
-            .await
-        {
-            drop(thief);
-        }
-        let gone = tokio::time::timeout(
-            Duration::from_secs(5),
-            status.wait_for(|st| st.state == ConnState::Expired || st.generation > 1),
-        )
-        .await;
-        if matches!(gone, Ok(Ok(_))) {
-            expired = true;
-            break;
-        }
-    }
-    assert!(expired, "could not expire the session");
+    // Partition: the server expires our session (its ephemeral goes) while we are away.
+    proxy.cut();
+    let cut_at = Instant::now();
+    let oc2 = oc.clone();
+    assert!(
+        testkit::wait_until_async(SESSION * 5, || {
+            let oc = oc2.clone();
+            async move { oc.check_stat("/members/mine").await.ok() == Some(None) }
+        })
+        .await,
+        "server did not expire the partitioned session"
+    );
+    println!(
+        "partition: server expired our session {:?} after the cut",
+        cut_at.elapsed()
+    );
     // Changes while our session is gone.
     oc.set_data("/cfg", b"v2", None).await.unwrap();
     oc.create("/members/a", b"", &zk::persistent())
         .await
         .unwrap();
+    proxy.heal();
     until!(status, 10, |st| st.state == ConnState::Connected
         && st.generation > 1);
     let st = s.current_status();
