@@ -35,7 +35,8 @@ start_proc() {
 # restart_proc NAME — starts NAME again with the command line it was first started with.
 restart_proc() {
   local name=$1
-  eval "start_proc \"\$name\" \"\${STACK_LOGS[\$name]}\" ${STACK_CMDS[$name]}"
+  local log=${STACK_LOGS[$name]}
+  eval "start_proc \"\$name\" \"\$log\" ${STACK_CMDS[$name]}"
 }
 
 # is_running NAME — whether the process we started under NAME is alive.
@@ -96,6 +97,7 @@ free_port() {
 
 # zk_word PORT WORD — sends a ZooKeeper four-letter word, prints the answer (2 s budget).
 zk_word() {
+  # shellcheck disable=SC2016 # $1/$2 expand in the inner bash
   timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf %s "$2" >&3 && cat <&3' _ "$1" "$2" 2>/dev/null
 }
 
@@ -107,19 +109,12 @@ zk_mode() {
 # http_status HOST_PORT PATH — prints the HTTP status code of GET PATH (000 if no answer).
 http_status() {
   local code
+  # shellcheck disable=SC2016 # $1/$2 expand in the inner bash
   code=$(timeout 3 bash -c '
     exec 3<>"/dev/tcp/${1%:*}/${1##*:}" || exit 1
     printf "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" "$2" "$1" >&3
     IFS=" " read -r _ code _ <&3 && echo "$code"' _ "$1" "$2" 2>/dev/null) || true
   echo "${code:-000}"
-}
-
-# http_body HOST_PORT PATH — prints the body of GET PATH (empty if no answer).
-http_body() {
-  timeout 3 bash -c '
-    exec 3<>"/dev/tcp/${1%:*}/${1##*:}" || exit 1
-    printf "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" "$2" "$1" >&3
-    sed "1,/^\r$/d" <&3' _ "$1" "$2" 2>/dev/null || true
 }
 
 # wait_for DESCRIPTION SECONDS CMD... — polls CMD every 0.2 s until it succeeds.
