@@ -396,3 +396,48 @@ async fn unknown_routes_and_methods_answer_json() {
         .unwrap();
     assert_eq!(r.status(), 405);
 }
+
+/// Two API instances on one Redis (a supported set-up): duplicates spread over both are
+/// still stored once, and both serve the same history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_share_one_redis() {
+    let url = testkit::shared_redis().url();
+    let config = sensor_api::store::StoreConfig {
+        key_prefix: support::unique_prefix("two"),
+        ..Default::default()
+    };
+    let open = || sensor_api::store::Store::open(&url, &config).expect("store");
+    let a = TestApp::serve(sensor_api::AppState::new(open())).await;
+    let b = TestApp::serve(sensor_api::AppState::new(open())).await;
+    let mut tasks = Vec::new();
+    for round in 1..=10u64 {
+        for app in [&a, &b, &a, &b] {
+            let client = app.client.clone();
+            let target = app.url("/api/v1/averages");
+            let body = avg(round, round as f64, 1);
+            tasks.push(tokio::spawn(async move {
+                client
+                    .post(target)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("post")
+                    .status()
+                    .as_u16()
+            }));
+        }
+    }
+    let mut created = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            201 => created += 1,
+            200 => {}
+            other => panic!("status {other}"),
+        }
+    }
+    assert_eq!(created, 10, "each round stored by exactly one request");
+    let (_, list_a) = a.get_json("/api/v1/averages").await;
+    let (_, list_b) = b.get_json("/api/v1/averages").await;
+    assert_eq!(list_a["items"].as_array().unwrap().len(), 10);
+    assert_eq!(list_a, list_b);
+}
