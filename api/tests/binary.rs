@@ -219,3 +219,36 @@ fn sigterm_lets_in_flight_requests_finish() {
         "{log}"
     );
 }
+
+#[test]
+fn retention_flags_trim_in_the_background() {
+    let redis = testkit::shared_redis();
+    let server = start_server(
+        &redis.url(),
+        &[
+            ("RETENTION_MAX_COUNT", "3"),
+            ("RETENTION_INTERVAL", "200ms"),
+        ],
+    );
+    for v in 1..=6 {
+        let url = format!("http://127.0.0.1:{}/nuevo?dato={v}", server.port);
+        assert_eq!(reqwest::blocking_get(&url), 200);
+    }
+    let stats = format!("http://127.0.0.1:{}/api/v1/stats", server.port);
+    let trimmed = testkit::wait_until(Duration::from_secs(10), || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let body: serde_json::Value = ::reqwest::get(&stats).await.ok()?.json().await.ok()?;
+            Some(body["count"] == 3 && body["min"] == 4.0)
+        })
+        .unwrap_or(false)
+    });
+    assert!(
+        trimmed,
+        "oldest points trimmed to 3; log:\n{}",
+        server.proc.log_tail(20)
+    );
+}
