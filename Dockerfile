@@ -44,14 +44,17 @@ RUN set -eu; \
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
 WORKDIR /src
+# The same package selection in both cargo runs, so features unify the same way and the
+# second run reuses every dependency built by the first.
+ARG PACKAGES="-p zk-sensors-node -p sensor-api -p sensor-dashboard"
 # 1. Dependencies only: this layer is reused until a manifest or Cargo.lock changes.
 COPY --from=plan /plan/ ./
-RUN cargo build --release --locked --workspace --bins
+RUN cargo build --release --locked $PACKAGES --bins
 # 2. Our sources. Touch them so cargo does not trust the stubs' timestamps.
 COPY . .
 RUN set -eu; \
     find . -path ./target -prune -o -name '*.rs' -exec touch {} +; \
-    cargo build --release --locked --workspace --bins; \
+    cargo build --release --locked $PACKAGES --bins; \
     mkdir -p /out; \
     for bin in sensor-node sensorctl sensor-api sensor-dashboard; do \
       cp "target/release/$bin" /out/; \
