@@ -123,6 +123,8 @@ async fn main() -> anyhow::Result<()> {
         &redis.url(),
         &StoreConfig {
             key_prefix: "bench".into(),
+            // Bulk ingest scripts can take seconds on a busy machine.
+            response_timeout: Duration::from_secs(30),
             ..StoreConfig::default()
         },
     )?;
