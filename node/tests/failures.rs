@@ -259,7 +259,6 @@ async fn ensemble_leader_kill_keeps_sessions_watches_and_one_leader() {
     let t0 = Instant::now();
     ens.servers[li].kill();
     assert!(ens.wait_all_running_serving(Duration::from_secs(30)));
-    let quorum_back = t0.elapsed();
     // A change made after the kill reaches the watch.
     zk::retrying(&s1, Duration::from_secs(30), |c| async move {
         c.set_data("/cfg", b"after", None)
@@ -288,8 +287,8 @@ async fn ensemble_leader_kill_keeps_sessions_watches_and_one_leader() {
         .map(|s| s.current_status().generation)
         .collect();
     println!(
-        "ensemble leader kill: quorum back after {quorum_back:?}, watch saw the post-kill \
-         write after {watch_latency:?}; session generations {gens:?} -> {gens_after:?}"
+        "ensemble leader kill: the watch saw a write made after the kill {watch_latency:?} \
+         after the kill; session generations {gens:?} -> {gens_after:?}"
     );
     // Exactly one leader among the three contenders once things settle.
     let one_leader = || {
@@ -696,8 +695,6 @@ async fn quorum_loss_revokes_leadership_and_everything_recovers() {
         s_lead.current_status().generation,
         s_work.current_status().generation
     );
-    let mut terms = inproc.terms();
-    terms.extend(contender_terms(&child));
     // Separate elections: check each on its own.
     assert_no_overlap(&inproc.terms());
     assert_no_overlap(&contender_terms(&child));
