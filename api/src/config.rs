@@ -34,7 +34,7 @@ pub enum Command {
     /// Probe a running instance's /readyz; exit 0 when ready, 1 otherwise (for container
     /// health checks without curl).
     Healthcheck {
-        /// URL to probe [default: http://127.0.0.1:<port of --listen>/readyz].
+        /// URL to probe [default: http://127.0.0.1:PORT/readyz, PORT from --listen].
         #[arg(long, env = "HEALTHCHECK_URL")]
         url: Option<String>,
         /// Give up after this long.
@@ -73,10 +73,10 @@ pub struct Config {
     /// its advertised URL as an ephemeral znode under /services/api.
     #[arg(long, env = "ZOOKEEPER_HOSTS")]
     pub zookeeper_hosts: Option<String>,
-    /// URL under which nodes reach this instance [default: http://<hostname>:<port>].
+    /// URL under which nodes reach this instance [default: http://HOSTNAME:PORT].
     #[arg(long, env = "ADVERTISE_URL")]
     pub advertise_url: Option<String>,
-    /// Name of this instance's znode under /services/api [default: <hostname>-<port>].
+    /// Name of this instance's znode under /services/api [default: HOSTNAME-PORT].
     #[arg(long, env = "INSTANCE_ID")]
     pub instance_id: Option<String>,
     /// Prefix of every Redis key (lets deployments share one Redis).

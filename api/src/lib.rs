@@ -8,7 +8,13 @@
 //! different value for a stored round is 409) and **fenced** (a fencing token lower than the
 //! highest one accepted is 409). Both checks and the write run in one Lua script inside
 //! Redis ([`store`]), never as read-then-write from Rust, so two API instances sharing one
-//! Redis stay correct. Old clients still call `GET /nuevo?dato=<value>` ([`routes::ingest`]).
+//! Redis stay correct. Old clients still call `GET /nuevo?dato=<value>` ([`routes::ingest`]):
+//! such a *legacy point* is stored with the server's time as round 0, leader `"legacy"`,
+//! samples 1, fencing 0, numbered by its own counter (so it never collides with node
+//! rounds and is never deduplicated); it shows up in the history, the JSON list, the stats
+//! and the Grafana endpoints like any other point, but not under `/api/v1/averages/{round}`.
+//! With `ZOOKEEPER_HOSTS` set, the instance announces itself under `/services/api`
+//! ([`registration`]) so nodes find live instances.
 //!
 //! Reads: a JSON API (`/api/v1/averages`, `/api/v1/averages/{round}`, `/api/v1/stats`,
 //! [`routes::averages`]), the server-rendered history page at `/` ([`routes::history`]),
