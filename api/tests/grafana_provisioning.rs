@@ -126,6 +126,16 @@ fn dashboards_reference_only_provisioned_datasources() {
             "home dashboard lacks {wanted}: {titles:?}"
         );
     }
+    // Rounds per minute must be counted over whole minutes: finer buckets around the
+    // sampling period would make jitter look like outages.
+    let rounds = home["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["title"] == "Rounds per minute")
+        .unwrap();
+    assert_eq!(rounds["interval"], "1m");
+    assert_eq!(rounds["targets"][0]["payload"]["rate"], "per_minute");
     let annotations = home["annotations"]["list"].as_array().unwrap();
     assert!(annotations
         .iter()
@@ -153,28 +163,34 @@ async fn every_dashboard_query_is_answered() {
     app.seed(&data).await;
     let (from, to) = (now - 3_600_000, now);
     for (name, d) in dashboards() {
-        let mut queries: Vec<Value> = Vec::new();
+        // (query, Grafana's intervalMs for it: the panel's minimum interval, else 5 s)
+        let mut queries: Vec<(Value, u64)> = Vec::new();
         for panel in d["panels"].as_array().unwrap() {
+            let interval_ms = match panel["interval"].as_str() {
+                None => 5_000,
+                Some("1m") => 60_000,
+                Some(other) => panic!("{name}: add {other:?} to this test"),
+            };
             for t in panel["targets"].as_array().unwrap() {
                 let mut t = t.clone();
                 if t["datasource"]["uid"].is_null() {
                     t["datasource"] = panel["datasource"].clone();
                 }
-                queries.push(t);
+                queries.push((t, interval_ms));
             }
         }
         for a in d["annotations"]["list"].as_array().unwrap() {
             if a["datasource"]["uid"] == "sensors-json" {
                 let mut t = a["target"].clone();
                 t["datasource"] = a["datasource"].clone();
-                queries.push(t);
+                queries.push((t, 5_000));
             }
         }
         assert!(!queries.is_empty(), "{name}");
-        for t in queries {
+        for (t, interval_ms) in queries {
             match t["datasource"]["uid"].as_str().unwrap() {
                 "sensors-json" => {
-                    let body = grafana_query(from, to, 1000, 5000, json!([t.clone()]));
+                    let body = grafana_query(from, to, 1000, interval_ms, json!([t.clone()]));
                     let (status, answer) = app.post_json("/grafana/query", &body).await;
                     assert_eq!(status, 200, "{name} {t}: {answer}");
                     let result = &answer[0];
@@ -195,9 +211,10 @@ async fn every_dashboard_query_is_answered() {
                         .await
                     } else {
                         app.get(&format!(
-                            "/prom/api/v1/query_range?query={expr}&start={}&end={}&step=30",
+                            "/prom/api/v1/query_range?query={expr}&start={}&end={}&step={}",
                             from / 1000,
-                            to / 1000
+                            to / 1000,
+                            (interval_ms / 1000).max(30)
                         ))
                         .await
                     };
