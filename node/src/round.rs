@@ -278,20 +278,27 @@ async fn one_round(
         Err(e) => return Err(ZkError::zk("exists", layout::BARRIER, e)),
     };
     drop(client);
-    tracing::debug!(node = %ctx.id, round, barrier, "round open");
-    let wait = close_at.saturating_duration_since(tokio::time::Instant::now());
-    if wait_or_lost(leader, wait).await {
-        return Err(ZkError::LeadershipLost);
-    }
+    let mut barrier = barrier;
+    let mut close_at = close_at;
+    let readings = loop {
+        tracing::debug!(node = %ctx.id, round, barrier, "round open");
+        let wait = close_at.saturating_duration_since(tokio::time::Instant::now());
+        if wait_or_lost(leader, wait).await {
+            return Err(ZkError::LeadershipLost);
+        }
+        let client = ctx.session.client()?;
+        let readings = fresh_readings(&client, barrier).await?;
+        if !readings.is_empty() {
+            break readings;
+        }
+        // Nobody's reading for this barrier survives: e.g. every session expired after the
+        // sensors had served it (their ephemeral readings vanished, and they will not read
+        // the same barrier twice). Re-open the round under a new barrier, same number.
+        tracing::warn!(node = %ctx.id, round, barrier, "no readings survived for this round; re-opening it");
+        barrier = reopen_barrier(&client, leader, round).await?;
+        close_at = tokio::time::Instant::now() + *ctx.period.borrow();
+    };
     let client = ctx.session.client()?;
-    let readings = fresh_readings(&client, barrier).await?;
-    if readings.is_empty() {
-        // Nobody managed to read (e.g. all sessions just expired): keep the round open.
-        return Err(ZkError::Malformed {
-            path: layout::READINGS.into(),
-            reason: format!("no fresh readings for round {round} yet"),
-        });
-    }
     let samples = readings.len() as u32;
     let value = readings.iter().map(|(_, v)| v).sum::<f64>() / samples as f64;
     let result = RoundResult {
@@ -340,6 +347,33 @@ async fn one_round(
             Err(ZkError::zk("multi", layout::ROUNDS, source))
         }
         Err(e) => Err(multi_error(layout::ROUNDS, e)),
+    }
+}
+
+/// Replaces the open barrier by a new one (same round number), guarded by the election
+/// znode; returns the new barrier's czxid.
+async fn reopen_barrier(
+    client: &zkc::Client,
+    leader: &Leadership,
+    round: u64,
+) -> Result<i64, ZkError> {
+    let mut txn = client.new_multi_writer();
+    let bad = |e| ZkError::zk("multi", layout::BARRIER, e);
+    txn.add_check_version(leader.guard_path(), 0).map_err(bad)?;
+    txn.add_delete(layout::BARRIER, None).map_err(bad)?;
+    txn.add_create(
+        layout::BARRIER,
+        round.to_string().as_bytes(),
+        &zk::persistent(),
+    )
+    .map_err(bad)?;
+    txn.commit()
+        .await
+        .map_err(|e| multi_error(layout::BARRIER, e))?;
+    match client.check_stat(layout::BARRIER).await {
+        Ok(Some(stat)) => Ok(stat.czxid),
+        Ok(None) => Err(ZkError::zk("exists", layout::BARRIER, zkc::Error::NoNode)),
+        Err(e) => Err(ZkError::zk("exists", layout::BARRIER, e)),
     }
 }
 

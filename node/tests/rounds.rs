@@ -431,3 +431,37 @@ async fn a_full_outbox_pauses_rounds_instead_of_dropping_them() {
     expect_round(&receiver, committed + 3, 60, &nodes).await;
     receiver.assert_contiguous();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_loss_longer_than_the_session_timeout_pauses_rounds_then_they_resume_without_gap() {
+    let mut ensemble = testkit::ZkEnsemble::start(3).expect("ensemble");
+    let zk = ensemble.connect_string();
+    let receiver = Receiver::start().await;
+    let mut nodes = fleet(3, &NodeOpts::new(&zk, Some(&receiver.url())));
+    expect_round(&receiver, 3, 60, &nodes).await;
+    // Two of three servers down: no quorum, so nothing can be committed.
+    ensemble.servers[0].kill();
+    ensemble.servers[1].kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = receiver.last_round();
+    tokio::time::sleep(Duration::from_secs(4)).await; // twice the 2 s session timeout
+    assert!(
+        receiver.last_round() <= during + 1,
+        "at most the round already committed before the outage is delivered during it"
+    );
+    ensemble.servers[0].restart().expect("restart");
+    ensemble.servers[1].restart().expect("restart");
+    let at = receiver.last_round();
+    expect_round(&receiver, at + 4, 90, &nodes).await;
+    for n in nodes.iter_mut() {
+        assert!(
+            n.proc.is_running(),
+            "{} kept running through the outage\n{}",
+            n.id,
+            n.tail()
+        );
+    }
+    receiver.assert_contiguous();
+    assert_fencing_monotonic(&receiver);
+    receiver.snapshot(|r| assert_eq!(r.conflicts, 0));
+}
