@@ -12,6 +12,11 @@ pub const BARRIER: &str = "/barrier";
 pub const READINGS: &str = "/mediciones";
 /// kazoo `Counter`: readings taken cluster-wide, ASCII integer.
 pub const COUNTER: &str = "/counter";
+/// Our counter's exactly-once markers: `/counter-writers/<uuid>`, ephemeral, one per
+/// counter handle and session, written in the same transaction as `/counter` so a write
+/// whose answer was lost can be told applied or not (see [`crate::zk::counter`]). kazoo
+/// ignores it.
+pub const COUNTER_WRITERS: &str = "/counter-writers";
 /// Parent of the live config znodes.
 pub const CONFIG: &str = "/config";
 /// Sampling period in seconds, ASCII decimal (e.g. `5`, `0.5`).

@@ -9,6 +9,7 @@
 //! | `/barrier` | persistent | the leader | round number, ASCII (kazoo `Barrier` ignores data): up while a round runs |
 //! | `/mediciones/<id>` | ephemeral | each node | its latest reading, ASCII decimal |
 //! | `/counter` | persistent | each node | readings taken cluster-wide, ASCII integer (kazoo `Counter`) |
+//! | `/counter-writers/<uuid>` | ephemeral | each node | marker written with each increment: exactly-once after a lost answer |
 //! | `/config/sampling_period`, `/config/api_url` | persistent | operators (`sensorctl`) | live config |
 //! | `/services/api/<instance>` | ephemeral | each sensor-api | its base URL (discovery) |
 //! | `/rounds/last` | persistent | the leader | last committed round number |
