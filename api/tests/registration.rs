@@ -20,7 +20,7 @@ where
     Fut: std::future::Future<Output = bool>,
 {
     assert!(
-        testkit::wait_until_async(Duration::from_secs(20), &mut check).await,
+        testkit::wait_until_async(Duration::from_secs(30), &mut check).await,
         "timed out waiting for {what}"
     );
 }
@@ -30,7 +30,13 @@ async fn registers_reregisters_and_deregisters() {
     let zk_server = testkit::shared_zk();
     let chroot = testkit::unique_chroot("api-reg");
     let connect = format!("{}{chroot}", zk_server.connect_string());
-    let reg = Registration::start(&connect, "api-1", "http://127.0.0.1:18080");
+    // The registration talks through a proxy, so a partition can expire its session.
+    let proxy = testkit::Partition::start(zk_server.port()).await;
+    let reg = Registration::start(
+        &format!("{}{chroot}", proxy.connect_string()),
+        "api-1",
+        "http://127.0.0.1:18080",
+    );
     let path = "/services/api/api-1";
 
     let observer = zk::Client::connect(&connect).await.expect("observer");
@@ -49,14 +55,14 @@ async fn registers_reregisters_and_deregisters() {
     })
     .await;
 
-    // Expire the session from outside (attach to it with its credentials, then close).
-    let info = reg.session().client().expect("client").session().clone();
-    let hijack = zk::Client::connector()
-        .with_session(info)
-        .connect(&connect)
-        .await
-        .expect("attach to session");
-    drop(hijack);
+    // Expire the session for real: cut it off until the server drops it (its ephemeral
+    // goes), then heal; the registration builds a new session and registers again.
+    proxy.cut();
+    wait_for("the server to expire the partitioned session", || async {
+        data_of(&observer, path).await.is_none()
+    })
+    .await;
+    proxy.heal();
     wait_for("a new session owning the znode", || async {
         matches!(data_of(&observer, path).await, Some((_, owner)) if owner != owner1)
     })

@@ -24,12 +24,14 @@
 
 pub mod compose;
 pub mod fleet;
+mod partition;
 mod process;
 pub mod receiver;
 mod redis;
 mod zookeeper;
 
 pub use fleet::{Node, NodeOpts};
+pub use partition::Partition;
 pub use process::{Proc, SpawnError};
 pub use receiver::Receiver;
 pub use redis::{shared_redis, RedisServer};
