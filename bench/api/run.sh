@@ -55,7 +55,9 @@ wrk_run() { # name, extra args...
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   errs=$(awk '/Non-2xx/ {print $5}' <<<"$out"); errs=${errs:-0}
-  printf '%-34s %12s req/s   p99 %9s   non-2xx %s\n' "$name" "$rps" "$p99" "$errs"
+  # AOF rewrites fork Redis and are a known source of tail latency: count them per run.
+  local rewrites; rewrites=$(redis-cli -p "$RPORT" info persistence | awk -F: '/^aof_rewrites:/ {print $2}' | tr -d '\r')
+  printf '%-34s %12s req/s   p99 %9s   non-2xx %s   aof rewrites so far %s\n' "$name" "$rps" "$p99" "$errs" "$rewrites"
 }
 
 echo "== RSS idle: $(rss_kb) kB"
