@@ -143,6 +143,14 @@ impl ConfigKey {
         }
     }
 
+    /// The sensor-node flag that gives the value while the znode is absent.
+    pub fn flag(self) -> &'static str {
+        match self {
+            ConfigKey::SamplingPeriod => "sampling-period",
+            ConfigKey::ApiUrl => "api-url",
+        }
+    }
+
     /// The value nodes use while the znode is absent, unless started with another one.
     pub fn builtin_default(self) -> Option<String> {
         match self {
@@ -491,8 +499,14 @@ fn config_line(e: &ConfigEntry) -> (String, String) {
     let value = match e.source {
         ValueSource::Zookeeper => opt(&e.stored),
         ValueSource::Default => match &e.default {
-            Some(d) => format!("{d} (default: znode absent)"),
-            None => "(none: znode absent)".to_string(),
+            Some(d) => format!(
+                "znode absent: nodes use their --{0} / env value (built-in default {d})",
+                e.key.flag()
+            ),
+            None => format!(
+                "znode absent: nodes use their --{} / env value",
+                e.key.flag()
+            ),
         },
         ValueSource::Invalid => format!(
             "{} (INVALID, ignored by nodes: {})",
