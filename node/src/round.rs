@@ -72,7 +72,7 @@ pub async fn run_sensor(session: Session, id: String, mut stop: watch::Receiver<
         let value = take_reading();
         match publish_reading(&session, &id, value).await {
             Ok(mzxid) => {
-                tracing::info!(node = %id, barrier = b, value, mzxid, "reading taken");
+                tracing::debug!(node = %id, barrier = b, value, mzxid, "reading taken");
                 last_barrier = Some(b);
                 if let Err(e) = counter.increment().await {
                     tracing::warn!(node = %id, error = %e, "counter increment failed");
@@ -310,7 +310,6 @@ async fn one_round(
         taken_at: now_rfc3339(),
     };
     let ids: Vec<&str> = readings.iter().map(|(id, _)| id.as_str()).collect();
-    tracing::debug!(node = %ctx.id, round, barrier, included = ?ids, "round readings");
     let data = serde_json::to_vec(&result).map_err(|e| ZkError::Malformed {
         path: layout::OUTBOX.into(),
         reason: e.to_string(),
@@ -336,7 +335,7 @@ async fn one_round(
     txn.add_delete(layout::BARRIER, None).map_err(bad)?;
     match txn.commit().await {
         Ok(_) => {
-            tracing::info!(node = %ctx.id, round, barrier, included = ?ids, "round readings averaged");
+            tracing::debug!(node = %ctx.id, round, barrier, included = ?ids, "round readings averaged");
             Ok(result)
         }
         Err(zkc::MultiWriteError::RequestFailed { source })
