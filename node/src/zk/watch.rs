@@ -53,7 +53,7 @@ impl DataWatch {
     /// Starts watching `path`. The receiver holds [`NodeData::Unknown`] until the first read.
     pub fn start(session: &Session, path: impl Into<String>) -> watch::Receiver<NodeData> {
         let (tx, rx) = watch::channel(NodeData::Unknown);
-        tokio::spawn(run_data(session.clone(), path.into(), tx));
+        tokio::spawn(run(session.clone(), path.into(), tx));
         rx
     }
 }
@@ -76,7 +76,7 @@ impl ChildrenWatch {
     /// Starts watching the children of `path`.
     pub fn start(session: &Session, path: impl Into<String>) -> watch::Receiver<Children> {
         let (tx, rx) = watch::channel(Children::default());
-        tokio::spawn(run_children(session.clone(), path.into(), tx));
+        tokio::spawn(run(session.clone(), path.into(), tx));
         rx
     }
 }
@@ -117,41 +117,66 @@ async fn wait_wakeup<T>(
     }
 }
 
-async fn run_data(session: Session, path: String, tx: watch::Sender<NodeData>) {
-    let mut status = session.status();
-    loop {
-        let client = tokio::select! {
-            c = session.wait_connected() => match c { Ok(c) => c, Err(_) => return },
-            _ = tx.closed() => return,
-        };
-        status.borrow_and_update();
-        let watcher = match client.get_and_watch_data(&path).await {
-            Ok((data, stat, w)) => {
-                let new = NodeData::Present {
-                    data,
-                    mzxid: stat.mzxid,
-                };
-                tx.send_if_modified(|cur| replace_if_changed(cur, new));
-                Some(w)
-            }
-            Err(zk::Error::NoNode) => match client.check_and_watch_stat(&path).await {
-                Ok((None, w)) => {
-                    tx.send_if_modified(|cur| replace_if_changed(cur, NodeData::Missing));
-                    Some(w)
-                }
-                // Created in between: read again at once.
-                Ok((Some(_), _)) => continue,
-                Err(_) => None,
+/// What a watch publishes: how to read it (arming a watch) and what "missing" looks like.
+trait Snapshot: Clone + PartialEq + Send + Sync + 'static {
+    /// Log name of the watch kind.
+    const KIND: &'static str;
+    /// The value for a znode that does not exist.
+    fn missing() -> Self;
+    /// Reads the current value and arms a one-shot watch on it.
+    fn read(
+        client: &zk::Client,
+        path: &str,
+    ) -> impl std::future::Future<Output = Result<(Self, zk::OneshotWatcher), zk::Error>> + Send;
+}
+
+impl Snapshot for NodeData {
+    const KIND: &'static str = "data";
+
+    fn missing() -> Self {
+        NodeData::Missing
+    }
+
+    async fn read(
+        client: &zk::Client,
+        path: &str,
+    ) -> Result<(Self, zk::OneshotWatcher), zk::Error> {
+        let (data, stat, w) = client.get_and_watch_data(path).await?;
+        Ok((
+            NodeData::Present {
+                data,
+                mzxid: stat.mzxid,
             },
-            Err(e) => {
-                tracing::debug!(path = %path, error = %e, "data watch read failed; will retry");
-                None
-            }
-        };
-        drop(client);
-        if !wait_wakeup(&session, &mut status, &tx, watcher).await {
-            return;
+            w,
+        ))
+    }
+}
+
+impl Snapshot for Children {
+    const KIND: &'static str = "children";
+
+    fn missing() -> Self {
+        Children {
+            exists: false,
+            names: Vec::new(),
+            known: true,
         }
+    }
+
+    async fn read(
+        client: &zk::Client,
+        path: &str,
+    ) -> Result<(Self, zk::OneshotWatcher), zk::Error> {
+        let (mut names, w) = client.list_and_watch_children(path).await?;
+        names.sort();
+        Ok((
+            Children {
+                exists: true,
+                names,
+                known: true,
+            },
+            w,
+        ))
     }
 }
 
@@ -164,7 +189,9 @@ fn replace_if_changed<T: PartialEq>(cur: &mut T, new: T) -> bool {
     }
 }
 
-async fn run_children(session: Session, path: String, tx: watch::Sender<Children>) {
+/// The watch loop shared by both kinds: read and arm; on a missing znode arm an exists
+/// watch instead; publish only changes; wait for the watch, a reconnect or the end.
+async fn run<T: Snapshot>(session: Session, path: String, tx: watch::Sender<T>) {
     let mut status = session.status();
     loop {
         let client = tokio::select! {
@@ -172,32 +199,22 @@ async fn run_children(session: Session, path: String, tx: watch::Sender<Children
             _ = tx.closed() => return,
         };
         status.borrow_and_update();
-        let watcher = match client.list_and_watch_children(&path).await {
-            Ok((mut names, w)) => {
-                names.sort();
-                let new = Children {
-                    exists: true,
-                    names,
-                    known: true,
-                };
-                tx.send_if_modified(|cur| replace_if_changed(cur, new));
+        let watcher = match T::read(&client, &path).await {
+            Ok((value, w)) => {
+                tx.send_if_modified(|cur| replace_if_changed(cur, value));
                 Some(w)
             }
             Err(zk::Error::NoNode) => match client.check_and_watch_stat(&path).await {
                 Ok((None, w)) => {
-                    let new = Children {
-                        exists: false,
-                        names: Vec::new(),
-                        known: true,
-                    };
-                    tx.send_if_modified(|cur| replace_if_changed(cur, new));
+                    tx.send_if_modified(|cur| replace_if_changed(cur, T::missing()));
                     Some(w)
                 }
+                // Created in between: read again at once.
                 Ok((Some(_), _)) => continue,
                 Err(_) => None,
             },
             Err(e) => {
-                tracing::debug!(path = %path, error = %e, "children watch read failed; will retry");
+                tracing::debug!(path = %path, kind = T::KIND, error = %e, "watch read failed; will retry");
                 None
             }
         };
