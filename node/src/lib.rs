@@ -31,6 +31,8 @@
 //! The recipes live in [`zk`]; they are kazoo-compatible on the wire and follow Curator's
 //! connection-state rules (a suspended session means "no longer leader").
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod ctl;
 pub mod delivery;

@@ -22,6 +22,8 @@
 //! apart with a chroot ([`unique_chroot`]) or a key prefix; a test that injects faults
 //! starts its own.
 
+#![warn(missing_docs)]
+
 pub mod compose;
 pub mod fleet;
 mod partition;
