@@ -47,8 +47,20 @@ use crate::metrics::LatencyHistogram;
 /// Their ratios are small integers, so any range decomposes into few rollup buckets.
 pub const ROLLUP_STEPS_MS: [i64; 5] = [10_000, 60_000, 300_000, 3_600_000, 86_400_000];
 
-/// Below this many raw points in a range, [`Store::buckets`] aggregates raw points directly.
+/// Below this many raw points in a range, [`Store::buckets`] aggregates raw points directly
+/// (cheaper than assembling rollups for small ranges).
 const RAW_AGGREGATION_LIMIT: u64 = 2_000;
+
+/// Most raw points [`Store::buckets`] aggregates for a bucket width under the finest rollup
+/// (10 s), where no rollup can serve the buckets. About 14 hours of one-second rounds: the
+/// points are read in pages of [`RAW_PAGE`], so Redis is never blocked for long, and one
+/// call costs a few hundred milliseconds at most. Past it, such widths are refused
+/// ([`StoreError::InvalidArgument`]); callers widen to 10 s first (the Grafana layer checks
+/// this limit with [`Store::count_range`] before asking).
+pub const SUB_ROLLUP_RAW_LIMIT: u64 = 50_000;
+
+/// Points read per script call when aggregating raw points.
+const RAW_PAGE: usize = 5_000;
 
 /// How many points one retention script call deletes, so Redis serves ingest in between.
 const RETENTION_BATCH: usize = 500;
@@ -931,9 +943,15 @@ impl Store {
     /// aggregated from raw points. If no rollup width divides `bucket_ms` and the range is
     /// large, the coarsest rollup level at most a tenth of `bucket_ms` wide (else the 10 s
     /// level) is used, each of its buckets attributed to the output bucket containing its
-    /// start: an approximation of at most one rollup step at bucket edges. Callers wanting
-    /// exact edges pick widths that are multiples of 10 s, 1 min, 5 min, 1 h or 1 day. Fails only when Redis does ([`StoreError::Unavailable`]) or for
-    /// `bucket_ms <= 0`.
+    /// start: an approximation of at most one rollup step at bucket edges (every output
+    /// bucket of 10 s or more contains a rollup start, so none is left spuriously empty).
+    /// Callers wanting exact edges pick widths that are multiples of 10 s, 1 min, 5 min,
+    /// 1 h or 1 day. Widths under 10 s are always aggregated from raw points, exactly, up
+    /// to [`SUB_ROLLUP_RAW_LIMIT`] points in the range.
+    ///
+    /// Fails when Redis does ([`StoreError::Unavailable`]), and with
+    /// [`StoreError::InvalidArgument`] for `bucket_ms <= 0` or a width under 10 s over more
+    /// than [`SUB_ROLLUP_RAW_LIMIT`] points.
     pub async fn buckets(
         &self,
         from_ms: i64,
@@ -962,11 +980,35 @@ impl Store {
         let level = ROLLUP_STEPS_MS
             .iter()
             .rposition(|step| bucket_ms % step == 0);
-        if raw_count <= RAW_AGGREGATION_LIMIT {
-            for p in self.range_asc(from_ms, to_ms, raw_count as usize).await? {
-                let mut acc = Acc::empty(0);
-                acc.add_point(&p);
-                add(floor_to(p.taken_at_ms, bucket_ms), &acc.bucket, acc.last_ms);
+        let sub_rollup = bucket_ms < ROLLUP_STEPS_MS[0];
+        if sub_rollup && raw_count > SUB_ROLLUP_RAW_LIMIT {
+            // Rollups are 10 s wide: they would fill only every few sub-10-second buckets
+            // and leave the others empty, which reads as outages. Refuse instead.
+            return Err(StoreError::InvalidArgument(format!(
+                "bucket width {bucket_ms} ms is finer than the finest rollup ({} ms) and the range holds {raw_count} points (limit {SUB_ROLLUP_RAW_LIMIT}); use a width of at least {} ms or a shorter range",
+                ROLLUP_STEPS_MS[0], ROLLUP_STEPS_MS[0]
+            )));
+        }
+        if raw_count <= RAW_AGGREGATION_LIMIT || sub_rollup {
+            let mut after: Option<Cursor> = None;
+            loop {
+                let page = self
+                    .page_asc(from_ms, to_ms, after.as_ref(), RAW_PAGE)
+                    .await?;
+                let full = page.len() == RAW_PAGE;
+                for p in &page {
+                    let mut acc = Acc::empty(0);
+                    acc.add_point(&p.average);
+                    add(
+                        floor_to(p.average.taken_at_ms, bucket_ms),
+                        &acc.bucket,
+                        acc.last_ms,
+                    );
+                }
+                match page.into_iter().last() {
+                    Some(p) if full => after = Some(p.cursor),
+                    _ => break,
+                }
             }
         } else if let Some(level) = level {
             let step = ROLLUP_STEPS_MS[level];

@@ -450,14 +450,15 @@ async fn large_history_is_served_from_rollups_exactly() {
 }
 
 #[tokio::test]
-async fn fine_grids_widen_to_the_finest_rollup_instead_of_approximating() {
-    let app = App::start("widen").await;
+async fn fine_grids_are_exact_from_raw_points_with_gaps_only_in_outages() {
+    let app = App::start("fine").await;
     let spec = patched_openapi();
     let start = T0 + 2 * 24 * HOUR;
     let data = hour_of_rounds(start);
     app.seed(&data).await;
-    // One hour at 1000 points would be 5 s buckets; 3 300 raw points are past the store's
-    // raw-aggregation limit, so the server uses 10 s buckets (still <= 1000 points).
+    // One hour at 1000 points is 5 s buckets over 3 300 raw points (more than the store's
+    // small-range shortcut): aggregated from raw points, so every bucket holds its five
+    // rounds and only the real outage (seconds 600..900) is null.
     let body = grafana_query(
         start,
         start + HOUR - 1,
@@ -470,11 +471,13 @@ async fn fine_grids_widen_to_the_finest_rollup_instead_of_approximating() {
     );
     let results = query_ok(&app, &spec, &body).await;
     let rounds = points(by_ref(&results, "A"));
-    assert_eq!(rounds.len(), 360);
-    let want = expected_buckets(&data, start, 10_000, 360);
+    assert_eq!(rounds.len(), 720);
+    let want = expected_buckets(&data, start, 5_000, 720);
     for (i, ((v, t), e)) in rounds.iter().zip(&want).enumerate() {
-        assert_eq!(*t, start + i as i64 * 10_000);
-        assert_eq!(*v, (e.count > 0).then_some(e.count as f64), "bucket {i}");
+        assert_eq!(*t, start + i as i64 * 5_000);
+        let in_outage = (120..180).contains(&i);
+        assert_eq!(e.count, if in_outage { 0 } else { 5 }, "hand count {i}");
+        assert_eq!(*v, (!in_outage).then_some(5.0), "bucket {i}");
     }
     let avg = points(by_ref(&results, "B"));
     for ((v, _), e) in avg.iter().zip(&want) {

@@ -13,7 +13,7 @@ use super::protocol::{payload_str, Column, QueryRequest, QueryResult, Target};
 use super::read::read_buckets;
 use super::series::{Aggregation, Metric, Rate, SeriesSpec};
 use super::{parse_body, GrafanaError};
-use crate::store::{Average, Bucket, Store, ROLLUP_STEPS_MS};
+use crate::store::{Average, Bucket, Store, ROLLUP_STEPS_MS, SUB_ROLLUP_RAW_LIMIT};
 use crate::AppState;
 
 /// Points per series when the request does not say (Grafana always does).
@@ -24,13 +24,10 @@ const SCAN_PAGE: usize = 5_000;
 /// per query: about 28 hours of one-second rounds, a few hundred milliseconds of work.
 const SCAN_LIMIT: usize = 100_000;
 
-/// Up to this many points the store aggregates sub-rollup widths from raw points, exactly
-/// (mirrors the store's private `RAW_AGGREGATION_LIMIT`); past it, widths must be
-/// multiples of the finest rollup to be exact.
-const STORE_RAW_LIMIT: u64 = 2_000;
-
-/// The grid for a query, widened to the finest rollup (10 s) when a finer grid would make
-/// the store approximate (too many raw points for its raw path).
+/// The grid for a query, widened to the finest rollup (10 s) when a finer grid covers
+/// more raw points than the store aggregates for sub-rollup widths
+/// ([`SUB_ROLLUP_RAW_LIMIT`]; the store refuses such a request rather than leave buckets
+/// empty).
 async fn exact_grid(
     store: &Store,
     from_ms: i64,
@@ -44,7 +41,7 @@ async fn exact_grid(
         return Ok(grid);
     }
     let points = store.count_range(grid.first_ms, grid.end_ms() - 1).await?;
-    if points <= STORE_RAW_LIMIT {
+    if points <= SUB_ROLLUP_RAW_LIMIT {
         Ok(grid)
     } else {
         Ok(Grid::choose(
