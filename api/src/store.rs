@@ -12,6 +12,7 @@
 //! | `P:legacy_seq`     | string | counter numbering legacy `/nuevo` points                   |
 //! | `P:roll:<step>`    | hash   | bucket start (ms) → `count sum min max last last_ms samples` |
 //! | `P:rollidx:<step>` | zset   | bucket start scored by itself (which buckets exist)        |
+//! | `P:leaders`        | zset   | one entry per leader change, scored by `taken_at_ms`       |
 //!
 //! A *member* names one stored point: `r:<round, 20 digits>` for a node round and
 //! `l:<sequence, 20 digits>` for a legacy point. Zero padding makes the lexicographic order
@@ -26,6 +27,14 @@
 //! * Rollups are updated by the same script as the point, so they never disagree with the
 //!   raw data (except after retention, which deletes a rollup bucket only once it lies
 //!   entirely before the cutoff).
+//! * `P:leaders` holds an entry for a node round exactly when its leader differs from the
+//!   leader of the nearest earlier stored node round in time order (`taken_at_ms`, then
+//!   member; legacy points are skipped, they have no leader). The ingest script keeps this
+//!   true for out-of-order arrivals too: storing a round re-evaluates both the round and the
+//!   next stored node round after it. An entry is `<round, 20 digits> <fencing token>
+//!   <JSON ["previous leader","new leader"]>`. Entries are not backfilled: points stored
+//!   by a version without this key have no leader-change entries among themselves (the
+//!   first round stored afterwards is compared with its stored predecessor as usual).
 //!
 //! # Failure behaviour
 //! The connection is a lazily connecting [`ConnectionManager`]: the store can be created
@@ -102,6 +111,26 @@ pub struct Bucket {
     /// Sum of the points' `samples`.
     pub samples_sum: u64,
 }
+
+/// A change of leader between two consecutive stored node rounds (time order, legacy
+/// points skipped), recorded at ingest in `P:leaders`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderChange {
+    /// When the first round of the new leader was taken (epoch ms).
+    pub at_ms: i64,
+    /// That round.
+    pub round: u64,
+    /// Its fencing token.
+    pub fencing: u64,
+    /// Leader of the stored round just before it.
+    pub from: String,
+    /// The new leader.
+    pub to: String,
+}
+
+/// Most leader changes [`Store::leader_changes`] returns for one range (the newest ones):
+/// bounds a query's cost even for a leader that flapped every round.
+pub const LEADER_CHANGES_LIMIT: usize = 10_000;
 
 /// Summary of a time range (the `/api/v1/stats` answer).
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -266,6 +295,7 @@ struct Keys {
     legacy_seq: String,
     roll: Vec<String>,
     rollidx: Vec<String>,
+    leaders: String,
 }
 
 impl Keys {
@@ -276,6 +306,7 @@ impl Keys {
             fence: format!("{prefix}:fence"),
             last_round: format!("{prefix}:last_round"),
             legacy_seq: format!("{prefix}:legacy_seq"),
+            leaders: format!("{prefix}:leaders"),
             roll: ROLLUP_STEPS_MS
                 .iter()
                 .map(|s| format!("{prefix}:roll:{s}"))
@@ -290,9 +321,9 @@ impl Keys {
 
 /// Check-and-store of a batch, atomically (Redis runs a script without interleaving).
 ///
-/// KEYS: rec, time, fence, last_round, legacy_seq, then (roll, rollidx) per level.
+/// KEYS: rec, time, fence, last_round, legacy_seq, then (roll, rollidx) per level, leaders.
 /// ARGV: nlevels, steps..., nitems, then per item: kind ("r"/"l"), round (20 digits),
-/// value, fencing (20 digits), taken_at_ms, samples, json.
+/// value, fencing (20 digits), taken_at_ms, samples, json, leader.
 /// Returns a flat array: status per item, and for legacy items the assigned member.
 const INGEST_LUA: &str = r#"
 local nlevels = tonumber(ARGV[1])
@@ -305,7 +336,7 @@ local statuses = {}
 local pending = {}
 local rejected = false
 for i = 0, nitems - 1 do
-  local o = base + i * 7
+  local o = base + i * 8
   local kind = ARGV[o + 1]
   if kind == 'r' then
     local member = 'r:' .. ARGV[o + 2]
@@ -360,8 +391,58 @@ local function roll(level, ms, value, samples)
   end
   redis.call('HSET', hkey, field, num(c) .. ' ' .. num(s) .. ' ' .. num(mn) .. ' ' .. num(mx) .. ' ' .. num(last) .. ' ' .. num(last_ms) .. ' ' .. num(smp))
 end
+local LK = KEYS[6 + nlevels * 2]
+local function leader_of(member)
+  local j = redis.call('HGET', KEYS[1], member)
+  if not j then return nil, '0' end
+  return cjson.decode(j).leader, (string.match(j, '"fencing":(%d+)') or '0')
+end
+-- Nearest node round strictly before (dir < 0) or after (dir > 0) the position
+-- (ms, member) in time order, skipping legacy points; returns member and score text.
+local function neighbour(ms, member, dir)
+  local offset, chunk = 0, 16
+  while true do
+    local got
+    if dir < 0 then
+      got = redis.call('ZREVRANGEBYSCORE', KEYS[2], ms, '-inf', 'WITHSCORES', 'LIMIT', offset, chunk)
+    else
+      got = redis.call('ZRANGEBYSCORE', KEYS[2], ms, '+inf', 'WITHSCORES', 'LIMIT', offset, chunk)
+    end
+    if #got == 0 then return nil, nil end
+    for i = 1, #got, 2 do
+      local m, s = got[i], tonumber(got[i + 1])
+      local beyond
+      if dir < 0 then beyond = (s < ms) or (m < member) else beyond = (s > ms) or (m > member) end
+      if beyond and string.sub(m, 1, 2) == 'r:' then return m, got[i + 1] end
+    end
+    offset = offset + chunk
+    if chunk < 4096 then chunk = chunk * 2 end
+  end
+end
+local function change(round20, fencing, prev, leader)
+  return round20 .. ' ' .. fencing .. ' ' .. cjson.encode({prev, leader})
+end
+-- Keeps P:leaders exact after storing node round `member`: its own entry, and the entry
+-- of the next node round (whose predecessor it now is).
+local function track_leader(member, ms, leader, fencing)
+  local round20 = string.sub(member, 3)
+  local p = neighbour(ms, member, -1)
+  if p then
+    local pl = leader_of(p)
+    if pl ~= leader then redis.call('ZADD', LK, ms, change(round20, fencing, pl, leader)) end
+  end
+  local n, nms = neighbour(ms, member, 1)
+  if n then
+    local n20 = string.sub(n, 3)
+    for _, e in ipairs(redis.call('ZRANGEBYSCORE', LK, nms, nms)) do
+      if string.sub(e, 1, 20) == n20 then redis.call('ZREM', LK, e) end
+    end
+    local nl, nf = leader_of(n)
+    if nl ~= leader then redis.call('ZADD', LK, nms, change(n20, nf, leader, nl)) end
+  end
+end
 for i = 0, nitems - 1 do
-  local o = base + i * 7
+  local o = base + i * 8
   local kind = ARGV[o + 1]
   local member = ''
   if statuses[i + 1] == 'stored' then
@@ -379,6 +460,7 @@ for i = 0, nitems - 1 do
     redis.call('HSET', KEYS[1], member, json)
     redis.call('ZADD', KEYS[2], ms, member)
     for level = 1, nlevels do roll(level, ms, value, samples) end
+    if kind == 'r' then track_leader(member, ms, ARGV[o + 8], ARGV[o + 4]) end
   end
   out[#out + 1] = statuses[i + 1]
   out[#out + 1] = member
@@ -649,6 +731,7 @@ impl Store {
         for (roll, idx) in k.roll.iter().zip(&k.rollidx) {
             inv.key(roll).key(idx);
         }
+        inv.key(&k.leaders);
         inv.arg(ROLLUP_STEPS_MS.len());
         for step in ROLLUP_STEPS_MS {
             inv.arg(step);
@@ -665,7 +748,8 @@ impl Store {
                         .arg(pad(a.fencing))
                         .arg(a.taken_at_ms)
                         .arg(a.samples)
-                        .arg(json);
+                        .arg(json)
+                        .arg(&a.leader);
                 }
                 NewPoint::Legacy {
                     value,
@@ -689,7 +773,8 @@ impl Store {
                         .arg("")
                         .arg(taken_at_ms)
                         .arg(1)
-                        .arg(json);
+                        .arg(json)
+                        .arg("");
                 }
             }
         }
@@ -1100,8 +1185,8 @@ impl Store {
     }
 
     /// Deletes points with time <= `cutoff_ms` in small batches (each batch is one short
-    /// script, so ingest is never blocked for long), then rollup buckets that end at or
-    /// before the cutoff. Returns how many points were deleted.
+    /// script, so ingest is never blocked for long), the leader changes at or before it,
+    /// then rollup buckets that end at or before the cutoff. Returns how many points were deleted.
     pub async fn trim_before(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
         let mut deleted = 0u64;
         loop {
@@ -1123,6 +1208,11 @@ impl Store {
             }
             tokio::task::yield_now().await;
         }
+        // Leader changes are few (one per election), so one command removes them.
+        let mut conn = self.conn.clone();
+        let _: u64 = self
+            .timed(conn.zrembyscore(&self.keys.leaders, "-inf", cutoff_ms))
+            .await?;
         for (level, step) in ROLLUP_STEPS_MS.iter().enumerate() {
             // A bucket starting at s ends at s + step - 1; delete those ending <= cutoff.
             let max_start = cutoff_ms - step + 1;
@@ -1148,6 +1238,38 @@ impl Store {
         Ok(deleted)
     }
 
+    /// Leader changes with `from_ms <= at_ms <= to_ms`, oldest first: one `ZREVRANGEBYSCORE`
+    /// over the changes recorded at ingest, so the cost depends on the number of changes,
+    /// not on the number of points. At most the newest [`LEADER_CHANGES_LIMIT`]. Changes
+    /// among points stored before leader changes were recorded are not known (no
+    /// backfill). Fails when Redis does, or with [`StoreError::Corrupt`] for an entry this
+    /// code did not write.
+    pub async fn leader_changes(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<LeaderChange>, StoreError> {
+        if from_ms > to_ms {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let entries: Vec<(String, f64)> = self
+            .timed(conn.zrevrangebyscore_limit_withscores(
+                &self.keys.leaders,
+                to_ms,
+                from_ms,
+                0,
+                LEADER_CHANGES_LIMIT as isize,
+            ))
+            .await?;
+        let mut changes = entries
+            .iter()
+            .map(|(entry, score)| decode_leader_change(entry, *score as i64))
+            .collect::<Result<Vec<_>, _>>()?;
+        changes.reverse();
+        Ok(changes)
+    }
+
     /// The cutoff time that keeps only the newest `max_count` points (None if fewer).
     pub async fn count_cutoff(&self, max_count: u64) -> Result<Option<i64>, StoreError> {
         let total = self.count().await?;
@@ -1161,6 +1283,31 @@ impl Store {
             .await?;
         Ok(at.first().map(|(_, s)| *s as i64))
     }
+}
+
+/// Parses a `P:leaders` entry: `<round> <fencing> ["from","to"]`.
+fn decode_leader_change(entry: &str, at_ms: i64) -> Result<LeaderChange, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("leader change entry {entry:?}"));
+    let mut parts = entry.splitn(3, ' ');
+    let round = parts
+        .next()
+        .and_then(|r| r.parse().ok())
+        .ok_or_else(corrupt)?;
+    let fencing = parts
+        .next()
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(corrupt)?;
+    let (from, to): (String, String) = parts
+        .next()
+        .and_then(|j| serde_json::from_str(j).ok())
+        .ok_or_else(corrupt)?;
+    Ok(LeaderChange {
+        at_ms,
+        round,
+        fencing,
+        from,
+        to,
+    })
 }
 
 fn decode_average(json: &str) -> Result<Average, StoreError> {

@@ -13,16 +13,11 @@ use super::protocol::{payload_str, Column, QueryRequest, QueryResult, Target};
 use super::read::read_buckets;
 use super::series::{Aggregation, Metric, Rate, SeriesSpec};
 use super::{parse_body, GrafanaError};
-use crate::store::{Average, Bucket, Store, ROLLUP_STEPS_MS, SUB_ROLLUP_RAW_LIMIT};
+use crate::store::{Bucket, LeaderChange, Store, ROLLUP_STEPS_MS, SUB_ROLLUP_RAW_LIMIT};
 use crate::AppState;
 
 /// Points per series when the request does not say (Grafana always does).
 const DEFAULT_MAX_POINTS: u64 = 1_000;
-/// Averages read per page while looking for leader changes.
-const SCAN_PAGE: usize = 5_000;
-/// At most this many averages (the newest of the range) are scanned for leader changes
-/// per query: about 28 hours of one-second rounds, a few hundred milliseconds of work.
-const SCAN_LIMIT: usize = 100_000;
 
 /// The grid for a query, widened to the finest rollup (10 s) when a finer grid covers
 /// more raw points than the store aggregates for sub-rollup widths
@@ -196,7 +191,8 @@ pub async fn query(
                 ref_id,
             } => series_result(&grid, &buckets, spec, table, ref_id),
             Plan::LeaderChanges { ref_id } => {
-                let changes = leader_changes(&state.store, from_ms, to_ms).await?;
+                // Recorded at ingest: one sorted-set range read, whatever the history size.
+                let changes = state.store.leader_changes(from_ms, to_ms).await?;
                 annotation_table(changes, ref_id)
             }
         });
@@ -246,81 +242,6 @@ fn series_result(
     }
 }
 
-/// A change of leader between two consecutive stored averages.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LeaderChange {
-    /// When the first average of the new leader was taken (epoch ms).
-    pub at_ms: i64,
-    /// The previous leader.
-    pub from: String,
-    /// The new leader.
-    pub to: String,
-    /// Round of the first average of the new leader.
-    pub round: u64,
-    /// Its fencing token.
-    pub fencing: u64,
-}
-
-/// Finds leader changes among consecutive averages given newest first: a change is
-/// reported at the first (oldest) average of the new leader. `newer` is the average just
-/// after `averages[0]` in time, if one was seen already (pagination).
-pub fn changes_in_desc(averages: &[Average], newer: Option<&Average>) -> Vec<LeaderChange> {
-    let mut out = Vec::new();
-    let mut later = newer;
-    for avg in averages {
-        if let Some(l) = later {
-            if l.leader != avg.leader {
-                out.push(LeaderChange {
-                    at_ms: l.taken_at_ms,
-                    from: avg.leader.clone(),
-                    to: l.leader.clone(),
-                    round: l.round,
-                    fencing: l.fencing,
-                });
-            }
-        }
-        later = Some(avg);
-    }
-    out
-}
-
-/// Scans the averages of `[from_ms, to_ms]` newest first, page by page (cursor
-/// pagination, so averages sharing a millisecond are neither lost nor doubled), for
-/// leader changes; returns them oldest first.
-///
-/// Stops after [`SCAN_LIMIT`] averages, so a long range costs bounded time and shows
-/// the most recent changes; zoom in to see older ones.
-async fn leader_changes(
-    store: &Store,
-    from_ms: i64,
-    to_ms: i64,
-) -> Result<Vec<LeaderChange>, GrafanaError> {
-    let mut changes = Vec::new();
-    let mut newer: Option<Average> = None;
-    let mut cursor = None;
-    let mut scanned = 0usize;
-    while scanned < SCAN_LIMIT {
-        let page = store
-            .page_desc(from_ms, to_ms, cursor.as_ref(), SCAN_PAGE)
-            .await?;
-        let Some(oldest) = page.last() else { break };
-        cursor = Some(oldest.cursor.clone());
-        let full = page.len() == SCAN_PAGE;
-        scanned += page.len();
-        let averages: Vec<Average> = page.into_iter().map(|p| p.average).collect();
-        changes.extend(changes_in_desc(&averages, newer.as_ref()));
-        newer = averages.into_iter().last();
-        if !full {
-            break;
-        }
-    }
-    if scanned >= SCAN_LIMIT {
-        tracing::info!(from_ms, to_ms, scanned, "leader-change scan truncated");
-    }
-    changes.reverse();
-    Ok(changes)
-}
-
 /// Leader changes as the annotation frame Grafana expects: `time`, `title`, `text`.
 fn annotation_table(changes: Vec<LeaderChange>, ref_id: Option<String>) -> QueryResult {
     let rows = changes
@@ -354,36 +275,5 @@ fn annotation_table(changes: Vec<LeaderChange>, ref_id: Option<String>) -> Query
             },
         ],
         rows,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn avg(round: u64, leader: &str) -> Average {
-        Average {
-            round,
-            value: 1.0,
-            samples: 1,
-            leader: leader.into(),
-            fencing: round,
-            taken_at: String::new(),
-            taken_at_ms: round as i64 * 1000,
-        }
-    }
-
-    #[test]
-    fn changes_are_found_across_pages_newest_first() {
-        // Rounds 1..=6, leaders a a b b b c; pages of newest-first averages.
-        let page1 = [avg(6, "c"), avg(5, "b"), avg(4, "b")];
-        let page2 = [avg(3, "b"), avg(2, "a"), avg(1, "a")];
-        let mut changes = changes_in_desc(&page1, None);
-        changes.extend(changes_in_desc(&page2, page1.last()));
-        let summary: Vec<(i64, &str, &str, u64)> = changes
-            .iter()
-            .map(|c| (c.at_ms, c.from.as_str(), c.to.as_str(), c.round))
-            .collect();
-        assert_eq!(summary, vec![(6000, "b", "c", 6), (3000, "a", "b", 3)]);
     }
 }

@@ -1,0 +1,304 @@
+//! Leader changes recorded at ingest (`P:leaders`) and served as Grafana annotations,
+//! against a real Redis: exact for out-of-order batches, rounds sharing a millisecond and
+//! interleaved legacy points (which have no leader), unchanged by duplicates and rejected
+//! batches, equal to a brute-force recomputation after every batch of a shuffled history,
+//! and complete over long ranges (the old newest-first scan stopped after 100 000 points).
+
+mod grafana_support;
+
+use grafana_support::*;
+use sensor_api::store::{Average, IngestStatus, LeaderChange, NewPoint};
+use serde_json::{json, Value};
+
+/// 2026-01-01T00:00:00Z.
+const T0: i64 = 1_767_225_600_000;
+const HOUR: i64 = 3_600_000;
+
+fn legacy(ms: i64) -> NewPoint {
+    NewPoint::Legacy {
+        value: 1.0,
+        taken_at_ms: ms,
+        taken_at: iso(ms),
+    }
+}
+
+/// Ingests one batch; every item must be stored or a duplicate.
+async fn ingest(app: &App, batch: &[NewPoint]) {
+    let results = app.state.store.ingest(batch).await.expect("ingest");
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r.status, IngestStatus::Stored | IngestStatus::Duplicate)),
+        "{results:?}"
+    );
+}
+
+fn summary(changes: &[LeaderChange]) -> Vec<(i64, u64, u64, String, String)> {
+    changes
+        .iter()
+        .map(|c| (c.at_ms, c.round, c.fencing, c.from.clone(), c.to.clone()))
+        .collect()
+}
+
+fn change(
+    at_ms: i64,
+    round: u64,
+    fencing: u64,
+    from: &str,
+    to: &str,
+) -> (i64, u64, u64, String, String) {
+    (at_ms, round, fencing, from.to_string(), to.to_string())
+}
+
+/// The seeded history of [`changes_match_a_hand_computed_list`]: leader and time of a round.
+fn leader_of(round: u64) -> &'static str {
+    match round {
+        1..=10 => "node-a",
+        11..=20 => "node-b",
+        21..=25 => "node-a",
+        30 => "node-b",
+        _ => "node-c",
+    }
+}
+
+fn time_of(round: u64) -> i64 {
+    // Rounds 25 and 26 share a millisecond: the member (round number) orders them.
+    match round {
+        25 | 26 => T0 + 25_500,
+        r => T0 + r as i64 * 1000,
+    }
+}
+
+fn round(r: u64, fencing: u64) -> NewPoint {
+    NewPoint::Round(average(r, time_of(r), r as f64, 3, leader_of(r), fencing))
+}
+
+#[tokio::test]
+async fn changes_match_a_hand_computed_list() {
+    let app = App::start("leaders-hand").await;
+    let store = &app.state.store;
+
+    // Batches arrive newest first, each batch itself out of order, legacy points in
+    // between (one at the same millisecond as round 21), round 11 held back.
+    let mut b1: Vec<NewPoint> = (31..=40).map(|r| round(r, 1)).collect();
+    b1.push(legacy(T0 + 45_000));
+    ingest(&app, &b1).await;
+    let mut b2: Vec<NewPoint> = (21..=30).rev().map(|r| round(r, 2)).collect();
+    b2.extend([legacy(T0 + 20_200), legacy(T0 + 21_000)]);
+    ingest(&app, &b2).await;
+    let mut b3: Vec<NewPoint> = [2, 4, 6, 8, 10, 1, 3, 5, 7, 9]
+        .into_iter()
+        .map(|r| round(r, 3))
+        .collect();
+    b3.push(legacy(T0 + 500));
+    ingest(&app, &b3).await;
+    let mut b4: Vec<NewPoint> = vec![legacy(T0 + 10_500), legacy(T0 + 20_700)];
+    b4.extend((12..=20).rev().map(|r| round(r, 4)));
+    ingest(&app, &b4).await;
+
+    let before_11 = vec![
+        change(T0 + 12_000, 12, 4, "node-a", "node-b"),
+        change(T0 + 21_000, 21, 2, "node-b", "node-a"),
+        change(T0 + 25_500, 26, 2, "node-a", "node-c"),
+        change(T0 + 30_000, 30, 2, "node-c", "node-b"),
+        change(T0 + 31_000, 31, 1, "node-b", "node-c"),
+    ];
+    let got = store.leader_changes(T0, T0 + HOUR).await.expect("changes");
+    assert_eq!(summary(&got), before_11);
+
+    // Round 11 arrives last, with a duplicate of round 30: the change moves to round 11.
+    ingest(&app, &[round(30, 5), round(11, 5)]).await;
+    let expected = vec![
+        change(T0 + 11_000, 11, 5, "node-a", "node-b"),
+        change(T0 + 21_000, 21, 2, "node-b", "node-a"),
+        change(T0 + 25_500, 26, 2, "node-a", "node-c"),
+        change(T0 + 30_000, 30, 2, "node-c", "node-b"),
+        change(T0 + 31_000, 31, 1, "node-b", "node-c"),
+    ];
+    let got = store.leader_changes(T0, T0 + HOUR).await.expect("changes");
+    assert_eq!(summary(&got), expected);
+
+    // A rejected batch (conflicting value for round 12) writes no change either.
+    let rejected = store
+        .ingest(&[
+            NewPoint::Round(average(41, T0 + 41_000, 1.0, 3, "node-z", 9)),
+            NewPoint::Round(average(12, time_of(12), 99.0, 3, "node-b", 9)),
+        ])
+        .await
+        .expect("ingest");
+    assert!(rejected.iter().any(|r| r.status.is_rejection()));
+    let got = store.leader_changes(T0, T0 + HOUR).await.expect("changes");
+    assert_eq!(summary(&got), expected);
+
+    // Bounds are inclusive, and a range starting at a change reports it although the
+    // round it is compared with (round 20) lies before the range.
+    let got = store
+        .leader_changes(T0 + 21_000, T0 + 30_000)
+        .await
+        .expect("changes");
+    assert_eq!(summary(&got), expected[1..4].to_vec());
+
+    // The Grafana annotation frame carries the same list.
+    let spec = patched_openapi();
+    let body = grafana_query(
+        T0,
+        T0 + HOUR,
+        1000,
+        1000,
+        json!([target("L", "leader_changes", json!({}))]),
+    );
+    assert_valid(&spec, &request_schema("/query"), &body);
+    let (status, answer) = app.post_json("/grafana/query", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_valid(&spec, &response_schema("/query", "post"), &answer);
+    let rows = answer[0]["rows"].as_array().expect("rows");
+    let want: Vec<Value> = expected
+        .iter()
+        .map(|(ms, round, fencing, from, to)| {
+            json!([
+                ms,
+                format!("Leader changed to {to}"),
+                format!("{from} → {to} at round {round} (fencing token {fencing})")
+            ])
+        })
+        .collect();
+    assert_eq!(rows, &want);
+
+    // Retention drops the changes at or before its cutoff with the points.
+    store.trim_before(T0 + 21_000).await.expect("trim");
+    let got = store.leader_changes(T0, T0 + HOUR).await.expect("changes");
+    assert_eq!(summary(&got), expected[2..].to_vec());
+}
+
+/// A small deterministic pseudo-random sequence (no extra dependency for a test).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Leader changes recomputed from scratch: node rounds in time order (ties by round),
+/// legacy points ignored.
+fn oracle(stored: &[Average]) -> Vec<(i64, u64, u64, String, String)> {
+    let mut rounds: Vec<&Average> = stored.iter().collect();
+    rounds.sort_by_key(|a| (a.taken_at_ms, a.round));
+    rounds
+        .windows(2)
+        .filter(|w| w[0].leader != w[1].leader)
+        .map(|w| {
+            change(
+                w[1].taken_at_ms,
+                w[1].round,
+                w[1].fencing,
+                &w[0].leader,
+                &w[1].leader,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn shuffled_batches_always_match_a_recomputation() {
+    let app = App::start("leaders-shuffle").await;
+    let store = &app.state.store;
+    let mut rng = Lcg(0x5eed);
+    // 400 rounds with leader terms of random length; some rounds share a millisecond.
+    let leaders = ["n1", "n2", "n3"];
+    let mut leader = 0;
+    let mut all: Vec<Average> = Vec::new();
+    let mut ms = T0;
+    for r in 1..=400_u64 {
+        if rng.next(6) == 0 {
+            leader = (leader + 1 + rng.next(2) as usize) % leaders.len();
+        }
+        ms += rng.next(3) as i64 * 400; // 0 means the same millisecond as the previous
+        all.push(average(r, ms, r as f64, 1, leaders[leader], 1));
+    }
+    // Deliver in a shuffled order, in batches of 1..=20, with legacy points sprinkled in.
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    for i in (1..order.len()).rev() {
+        let j = rng.next(i as u64 + 1) as usize;
+        order.swap(i, j);
+    }
+    let mut stored: Vec<Average> = Vec::new();
+    let mut at = 0;
+    let mut batches = 0;
+    while at < order.len() {
+        let n = (1 + rng.next(20) as usize).min(order.len() - at);
+        let mut batch = Vec::new();
+        for &i in &order[at..at + n] {
+            batch.push(NewPoint::Round(all[i].clone()));
+            stored.push(all[i].clone());
+            if rng.next(4) == 0 {
+                let t = all[rng.next(all.len() as u64) as usize].taken_at_ms;
+                batch.push(legacy(t + rng.next(2) as i64 * 200));
+            }
+        }
+        at += n;
+        batches += 1;
+        ingest(&app, &batch).await;
+        let got = store.leader_changes(T0, ms).await.expect("changes");
+        assert_eq!(summary(&got), oracle(&stored), "after batch {batches}");
+    }
+    assert!(
+        oracle(&all).len() > 20,
+        "the history has enough changes to mean something"
+    );
+}
+
+#[tokio::test]
+async fn a_long_range_shows_changes_older_than_28_hours() {
+    let app = App::start("leaders-long").await;
+    // 36 hours of one-second rounds (129 600 points); leaders change at hours 1, 5 and 30.
+    let leader = |h: i64| match h {
+        0 => "node-a",
+        1..=4 => "node-b",
+        5..=29 => "node-a",
+        _ => "node-c",
+    };
+    let total = 36 * 3600_i64;
+    let mut batch = Vec::with_capacity(2000);
+    for i in 0..total {
+        let ms = T0 + i * 1000;
+        batch.push(NewPoint::Round(average(
+            i as u64 + 1,
+            ms,
+            1.0,
+            1,
+            leader(i / 3600),
+            1,
+        )));
+        if batch.len() == 2000 {
+            ingest(&app, &batch).await;
+            batch.clear();
+        }
+    }
+    ingest(&app, &batch).await;
+
+    let body = grafana_query(
+        T0,
+        T0 + total * 1000,
+        1000,
+        0,
+        json!([target("L", "leader_changes", json!({}))]),
+    );
+    let (status, answer) = app.post_json("/grafana/query", &body).await;
+    assert_eq!(status, 200, "{answer}");
+    let times: Vec<i64> = answer[0]["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r[0].as_i64().expect("time"))
+        .collect();
+    assert_eq!(times, vec![T0 + HOUR, T0 + 5 * HOUR, T0 + 30 * HOUR]);
+    assert!(
+        T0 + total * 1000 - times[0] > 28 * HOUR,
+        "the oldest change is more than 28 h before the end"
+    );
+}
