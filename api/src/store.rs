@@ -392,7 +392,12 @@ local function roll(level, ms, value, samples)
   redis.call('HSET', hkey, field, num(c) .. ' ' .. num(s) .. ' ' .. num(mn) .. ' ' .. num(mx) .. ' ' .. num(last) .. ' ' .. num(last_ms) .. ' ' .. num(smp))
 end
 local LK = KEYS[6 + nlevels * 2]
+-- Leaders of the rounds this call stored: in a batch of consecutive rounds the
+-- predecessor is usually the previous item, which then needs no HGET and JSON decode.
+local batch_leaders = {}
 local function leader_of(member)
+  local cached = batch_leaders[member]
+  if cached then return cached[1], cached[2] end
   local j = redis.call('HGET', KEYS[1], member)
   if not j then return nil, '0' end
   return cjson.decode(j).leader, (string.match(j, '"fencing":(%d+)') or '0')
@@ -400,7 +405,7 @@ end
 -- Nearest node round strictly before (dir < 0) or after (dir > 0) the position
 -- (ms, member) in time order, skipping legacy points; returns member and score text.
 local function neighbour(ms, member, dir)
-  local offset, chunk = 0, 16
+  local offset, chunk = 0, 2
   while true do
     local got
     if dir < 0 then
@@ -425,6 +430,7 @@ end
 -- Keeps P:leaders exact after storing node round `member`: its own entry, and the entry
 -- of the next node round (whose predecessor it now is).
 local function track_leader(member, ms, leader, fencing)
+  batch_leaders[member] = {leader, fencing}
   local round20 = string.sub(member, 3)
   local p = neighbour(ms, member, -1)
   if p then
