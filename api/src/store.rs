@@ -881,21 +881,8 @@ impl Store {
             Some(c) if c.ms <= to_ms => (c.ms, c.member.as_str()),
             _ => (to_ms, ""),
         };
-        let mut conn = self.conn.clone();
-        let flat: Vec<String> = self
-            .timed(
-                self.scripts
-                    .page_desc
-                    .key(&self.keys.time)
-                    .key(&self.keys.rec)
-                    .arg(max_ms)
-                    .arg(cur)
-                    .arg(from_ms)
-                    .arg(limit)
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        decode_positioned(&flat)
+        self.page(&self.scripts.page_desc, max_ms, cur, from_ms, limit)
+            .await
     }
 
     /// Up to `limit` points with `from_ms <= time <= to_ms`, oldest first, continuing strictly
@@ -914,16 +901,29 @@ impl Store {
             Some(c) if c.ms >= from_ms => (c.ms, c.member.as_str()),
             _ => (from_ms, ""),
         };
+        self.page(&self.scripts.page_asc, min_ms, cur, to_ms, limit)
+            .await
+    }
+
+    /// Runs one of the two paging scripts: from `start_ms` (continuing strictly past member
+    /// `cur` when non-empty) towards `end_ms`, at most `limit` points.
+    async fn page(
+        &self,
+        script: &redis::Script,
+        start_ms: i64,
+        cur: &str,
+        end_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Positioned>, StoreError> {
         let mut conn = self.conn.clone();
         let flat: Vec<String> = self
             .timed(
-                self.scripts
-                    .page_asc
+                script
                     .key(&self.keys.time)
                     .key(&self.keys.rec)
-                    .arg(min_ms)
+                    .arg(start_ms)
                     .arg(cur)
-                    .arg(to_ms)
+                    .arg(end_ms)
                     .arg(limit)
                     .invoke_async(&mut conn),
             )
