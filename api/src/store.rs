@@ -475,37 +475,22 @@ redis.call('SET', KEYS[3], fence)
 return out
 "#;
 
-/// Newest-first page. KEYS: time, rec. ARGV: max_ms, cursor member ("" = none, inclusive
-/// max), min_ms, limit. Returns flat [member, ms, json, ...].
-const PAGE_DESC_LUA: &str = r#"
-local max_ms, cur, min_ms, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+/// One page in either direction. KEYS: time, rec. ARGV: start_ms (the bound paging starts
+/// from: max for "desc", min for "asc"), cursor member ("" = none, inclusive start), end_ms,
+/// limit, direction ("desc" | "asc"). Points at start_ms up to and including the cursor
+/// member (in paging order) are skipped. Returns flat [member, ms, json, ...].
+const PAGE_LUA: &str = r#"
+local start_ms, cur, end_ms, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local desc = ARGV[5] == 'desc'
+local cmd = desc and 'ZREVRANGEBYSCORE' or 'ZRANGEBYSCORE'
 local out, n, offset, chunk = {}, 0, 0, math.min(limit, 5000) + 16
 while n < limit do
-  local got = redis.call('ZREVRANGEBYSCORE', KEYS[1], max_ms, min_ms, 'WITHSCORES', 'LIMIT', offset, chunk)
+  local got = redis.call(cmd, KEYS[1], start_ms, end_ms, 'WITHSCORES', 'LIMIT', offset, chunk)
   if #got == 0 then break end
   for i = 1, #got, 2 do
     local m, s = got[i], got[i + 1]
-    if not (cur ~= '' and s == max_ms and m >= cur) and n < limit then
-      local j = redis.call('HGET', KEYS[2], m)
-      if j then out[#out + 1] = m; out[#out + 1] = s; out[#out + 1] = j; n = n + 1 end
-    end
-  end
-  offset = offset + chunk
-end
-return out
-"#;
-
-/// Oldest-first page. KEYS: time, rec. ARGV: min_ms, cursor member ("" = none, inclusive
-/// min), max_ms, limit. Returns flat [member, ms, json, ...].
-const PAGE_ASC_LUA: &str = r#"
-local min_ms, cur, max_ms, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local out, n, offset, chunk = {}, 0, 0, math.min(limit, 5000) + 16
-while n < limit do
-  local got = redis.call('ZRANGEBYSCORE', KEYS[1], min_ms, max_ms, 'WITHSCORES', 'LIMIT', offset, chunk)
-  if #got == 0 then break end
-  for i = 1, #got, 2 do
-    local m, s = got[i], got[i + 1]
-    if not (cur ~= '' and s == min_ms and m <= cur) and n < limit then
+    local seen = cur ~= '' and s == start_ms and ((desc and m >= cur) or (not desc and m <= cur))
+    if not seen and n < limit then
       local j = redis.call('HGET', KEYS[2], m)
       if j then out[#out + 1] = m; out[#out + 1] = s; out[#out + 1] = j; n = n + 1 end
     end
@@ -552,8 +537,7 @@ return #st
 
 struct Scripts {
     ingest: Script,
-    page_desc: Script,
-    page_asc: Script,
+    page: Script,
     rollup_range: Script,
     trim_points: Script,
     trim_rollups: Script,
@@ -688,8 +672,7 @@ impl Store {
             keys: Arc::new(Keys::new(&config.key_prefix)),
             scripts: Arc::new(Scripts {
                 ingest: Script::new(INGEST_LUA),
-                page_desc: Script::new(PAGE_DESC_LUA),
-                page_asc: Script::new(PAGE_ASC_LUA),
+                page: Script::new(PAGE_LUA),
                 rollup_range: Script::new(ROLLUP_RANGE_LUA),
                 trim_points: Script::new(TRIM_POINTS_LUA),
                 trim_rollups: Script::new(TRIM_ROLLUPS_LUA),
@@ -881,8 +864,7 @@ impl Store {
             Some(c) if c.ms <= to_ms => (c.ms, c.member.as_str()),
             _ => (to_ms, ""),
         };
-        self.page(&self.scripts.page_desc, max_ms, cur, from_ms, limit)
-            .await
+        self.page("desc", max_ms, cur, from_ms, limit).await
     }
 
     /// Up to `limit` points with `from_ms <= time <= to_ms`, oldest first, continuing strictly
@@ -901,15 +883,14 @@ impl Store {
             Some(c) if c.ms >= from_ms => (c.ms, c.member.as_str()),
             _ => (from_ms, ""),
         };
-        self.page(&self.scripts.page_asc, min_ms, cur, to_ms, limit)
-            .await
+        self.page("asc", min_ms, cur, to_ms, limit).await
     }
 
-    /// Runs one of the two paging scripts: from `start_ms` (continuing strictly past member
-    /// `cur` when non-empty) towards `end_ms`, at most `limit` points.
+    /// Runs the paging script in `direction` ("desc" or "asc"): from `start_ms` (continuing
+    /// strictly past member `cur` when non-empty) towards `end_ms`, at most `limit` points.
     async fn page(
         &self,
-        script: &redis::Script,
+        direction: &str,
         start_ms: i64,
         cur: &str,
         end_ms: i64,
@@ -918,13 +899,15 @@ impl Store {
         let mut conn = self.conn.clone();
         let flat: Vec<String> = self
             .timed(
-                script
+                self.scripts
+                    .page
                     .key(&self.keys.time)
                     .key(&self.keys.rec)
                     .arg(start_ms)
                     .arg(cur)
                     .arg(end_ms)
                     .arg(limit)
+                    .arg(direction)
                     .invoke_async(&mut conn),
             )
             .await?;
