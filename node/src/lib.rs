@@ -19,9 +19,13 @@
 //!
 //! ## The round protocol, in short
 //! The leader opens a round by creating `/barrier`; every node takes one reading for it and
-//! writes `/mediciones/<id>`; after `sampling_period` the leader averages the readings written
-//! since the barrier appeared and, in one ZooKeeper transaction guarded by its election
-//! znode, records the result in the outbox, advances `/rounds/last` and removes the barrier.
+//! writes `/mediciones/<id>` while that round is still open; after `sampling_period` the
+//! leader averages the readings that count for the round and, in one ZooKeeper transaction
+//! guarded by its election znode, records the result in the outbox, advances `/rounds/last`
+//! and removes the barrier. **The one freshness rule:** a reading counts for the round in
+//! progress if it was written after the previous round closed (its mzxid is greater than
+//! `/rounds/last`'s), which counts kazoo followers (they publish between barriers) and ours
+//! alike, each once per round ([`round::RoundState`]).
 //! Delivery drains the outbox in order; the API is idempotent on the round number and
 //! rejects older fencing tokens. So every round reaches the API exactly once, in order,
 //! across leader crashes, session expiry, ZooKeeper server crashes and API outages. The

@@ -2,19 +2,49 @@
 //!
 //! ## The protocol
 //! 1. The leader opens round `r = /rounds/last + 1` by creating `/barrier` (data: `r`), in a
-//!    transaction that checks its election znode still exists. The barrier's czxid `B`
-//!    identifies the round.
+//!    transaction that checks its election znode still exists (before the very first round
+//!    the same transaction creates `/rounds/last = 0`, so followers always have it to check).
 //! 2. Every node — the leader too — waits for a barrier newer than the last one it served
-//!    ([`Barrier::wait_next`]), takes exactly one reading, writes it to its ephemeral
-//!    `/mediciones/<id>` (ASCII decimal) and increments `/counter` once.
-//! 3. After `sampling_period` (rounds close on a fixed cadence: each one
-//!    `sampling_period` after the previous close) the leader reads `/mediciones/*` and averages the readings
-//!    whose `mzxid > B`: written during this round. A stale value of a node that missed the
-//!    round is excluded.
+//!    ([`Barrier::wait_raised`]), takes exactly one reading and writes it to its ephemeral
+//!    `/mediciones/<id>` (ASCII decimal) **only if that round is still open** (see below),
+//!    then increments `/counter` once.
+//! 3. At `open + sampling_period` the leader reads `/mediciones/*` and averages the readings
+//!    that count for the round (the rule below). The period is the live one: a change made
+//!    while the round is open moves its close to `open + new period` (at once if that is
+//!    already past). Rounds close on a fixed cadence: each opens when the previous closes.
 //! 4. The leader commits, in **one** ZooKeeper transaction: check own election znode;
 //!    create `/rounds/outbox/<r>` (the [`RoundResult`]); set `/rounds/last = r` (compare-
 //!    and-set on its version); delete `/barrier`. Either all of it happens or none.
 //! 5. Delivery ([`crate::outbox`]) sends committed rounds to the API in order.
+//!
+//! ## Which readings count: the one rule
+//! **A reading counts for the round in progress if it was written after the previous round
+//! closed**: its znode's `mzxid` is greater than `Z`, the zxid of the transaction that
+//! committed round `r - 1`. That transaction is the only write to `/rounds/last`, so `Z` is
+//! `/rounds/last`'s mzxid (0 before the first commit): [`RoundState::read`] learns it from
+//! ZooKeeper, [`RoundState::counts`] is the rule, applied by [`fresh_readings`].
+//! * *Each live sensor once, whatever protocol it speaks.* A kazoo follower publishes as soon
+//!   as its `Barrier.wait()` returns, i.e. right after the previous round's barrier was
+//!   removed and before the next one exists; ours publish after the barrier appears. Both
+//!   land after `Z`. One znode per sensor: at most one value per sensor per round.
+//! * *Never a reading twice.* Round `r` counts writes in `(Z(r-1), Z(r)]`, round `r + 1` those
+//!   after `Z(r)`: the windows do not overlap. A stale value (a node that missed rounds) is
+//!   older than `Z` and excluded.
+//! * *Failover and re-open.* A new leader reads `Z` from ZooKeeper, never from memory; a round
+//!   re-opened under a new barrier keeps its number and its `Z`; the commit's compare-and-set
+//!   on `/rounds/last` proves `Z` did not move between the read and the commit.
+//! * *A late reading never moves into a later round.* Our follower writes its reading in a
+//!   transaction that checks the barrier it took the reading for is still up (its version)
+//!   **and** that `/rounds/last` still has the version it had under that barrier (a barrier
+//!   re-created for the next round has version 0 again; `/rounds/last` tells them apart).
+//!   If the round closed meanwhile the reading is dropped: logged, not counted in `/counter`,
+//!   and the sensor serves the next barrier. A kazoo follower does not guard its write; the
+//!   rule tolerates it (its write after a barrier's removal is meant for the next round).
+//!
+//! Limits: a write landing between the leader's read at close and its commit counts in no
+//! round (it was late for its own). A kazoo leader does not write `/rounds/last`, so our first
+//! round after a stretch led by kazoo counts each live sensor's newest reading since our
+//! last commit.
 //!
 //! ## Why no round is lost or delivered twice
 //! * A deposed leader cannot commit: its election znode is gone (session expired) or it
@@ -30,10 +60,12 @@ use std::time::Duration;
 
 use rand::RngExt;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use zookeeper_client as zkc;
 
 use crate::layout;
-use crate::outbox::{multi_error, read_u64, Outbox};
+use crate::outbox::{multi_error, Outbox};
+use crate::zk::barrier::Raised;
 use crate::zk::{self, Barrier, ChildrenWatch, Counter, Leadership, Session, ZkError};
 use crate::RoundResult;
 
@@ -46,18 +78,84 @@ pub fn take_reading() -> f64 {
     (v * 100.0).round() / 100.0
 }
 
+/// Where the round in progress stands, as ZooKeeper records it in `/rounds/last`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoundState {
+    /// Number of the last committed round (0: none yet). The round in progress is `last + 1`.
+    pub last: u64,
+    /// `/rounds/last`'s data version; `None` while the znode does not exist. A write checked
+    /// against it cannot land after the next commit.
+    pub version: Option<i32>,
+    /// `Z`: zxid of the transaction that committed round `last` (`/rounds/last`'s mzxid), 0
+    /// before the first commit.
+    pub closed_at: i64,
+}
+
+impl RoundState {
+    /// Reads `/rounds/last`. A missing znode is "no round committed yet"; unparseable data
+    /// is [`ZkError::Malformed`] (nobody but the leader's commit writes it).
+    pub async fn read(client: &zkc::Client) -> Result<RoundState, ZkError> {
+        match client.get_data(layout::ROUNDS_LAST).await {
+            Ok((data, stat)) => {
+                let text = String::from_utf8_lossy(&data);
+                let text = text.trim();
+                let last: u64 = if text.is_empty() {
+                    0
+                } else {
+                    text.parse().map_err(|_| ZkError::Malformed {
+                        path: layout::ROUNDS_LAST.into(),
+                        reason: format!("{text:?} is not a round number"),
+                    })?
+                };
+                Ok(RoundState {
+                    last,
+                    version: Some(stat.version),
+                    closed_at: if last == 0 { 0 } else { stat.mzxid },
+                })
+            }
+            Err(zkc::Error::NoNode) => Ok(RoundState {
+                last: 0,
+                version: None,
+                closed_at: 0,
+            }),
+            Err(e) => Err(ZkError::zk("get", layout::ROUNDS_LAST, e)),
+        }
+    }
+
+    /// The one freshness rule: a reading whose znode was last written at `mzxid` counts for
+    /// the round in progress iff it was written after the previous round closed.
+    pub fn counts(&self, mzxid: i64) -> bool {
+        mzxid > self.closed_at
+    }
+}
+
+/// What became of a reading handed to [`publish_reading`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Published {
+    /// Written into the round it was taken for; `mzxid` of the write (-1 when the server
+    /// did not report it: ZooKeeper 3.8.0's multi create).
+    Written {
+        /// zxid of the write.
+        mzxid: i64,
+    },
+    /// The round it was taken for had closed: not written (it must not count for a later one).
+    Late,
+}
+
 /// Follower side, run by every node: one reading per barrier, until `stop` turns true.
 ///
 /// Survives disconnections and session expiry (its ephemeral reading is re-created on the
-/// next round). A stop request is honoured only between rounds: a reading once taken is
-/// published and counted before the task returns, so `/counter` equals the readings taken.
+/// next round). A stop request is honoured only between rounds: a reading once published is
+/// counted before the task returns, so `/counter` equals the readings published. A reading
+/// whose round closed before it could be written is dropped and not counted
+/// ([`Published::Late`]).
 pub async fn run_sensor(session: Session, id: String, mut stop: watch::Receiver<bool>) {
     let barrier = Barrier::new(session.clone(), layout::BARRIER);
     let counter = Counter::new(session.clone(), layout::COUNTER);
     let mut last_barrier: Option<i64> = None;
     loop {
         let next = tokio::select! {
-            b = barrier.wait_next(last_barrier, None) => b,
+            b = barrier.wait_raised(last_barrier, None) => b,
             _ = stop.wait_for(|s| *s) => return,
         };
         let b = match next {
@@ -70,58 +168,100 @@ pub async fn run_sensor(session: Session, id: String, mut stop: watch::Receiver<
             }
         };
         let value = take_reading();
-        match publish_reading(&session, &id, value).await {
-            Ok(mzxid) => {
-                tracing::debug!(node = %id, barrier = b, value, mzxid, "reading taken");
-                last_barrier = Some(b);
+        match publish_reading(&session, &id, value, b).await {
+            Ok(Published::Written { mzxid }) => {
+                tracing::debug!(node = %id, barrier = b.id, value, mzxid, "reading taken");
+                last_barrier = Some(b.id);
                 if let Err(e) = counter.increment().await {
                     tracing::warn!(node = %id, error = %e, "counter increment failed");
                 }
             }
+            Ok(Published::Late) => {
+                tracing::info!(node = %id, barrier = b.id, value, "reading too late: its round closed before it was written; dropped");
+                last_barrier = Some(b.id);
+            }
             Err(ZkError::Closed) => return,
             Err(e) => {
                 // Not marked as served: try again for the same barrier if it is still up.
-                tracing::warn!(node = %id, barrier = b, error = %e, "publishing the reading failed");
+                tracing::warn!(node = %id, barrier = b.id, error = %e, "publishing the reading failed");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     }
 }
 
-/// Writes `value` to `/mediciones/<id>` (ephemeral, created if missing); returns the mzxid.
+/// Writes `value` to `/mediciones/<id>` (ephemeral, created if missing) for the round of
+/// barrier `taken_for`, only if that round is still open: see the module doc. Returns
+/// [`Published::Late`] (nothing written) if it closed.
 ///
 /// After a session expiry the old session's znode may linger for up to one session timeout:
 /// if it exists but is owned by another session, it is deleted and re-created as ours.
-pub async fn publish_reading(session: &Session, id: &str, value: f64) -> Result<i64, ZkError> {
+pub async fn publish_reading(
+    session: &Session,
+    id: &str,
+    value: f64,
+    taken_for: Raised,
+) -> Result<Published, ZkError> {
     let client = session.wait_connected().await?;
     let path = layout::reading(id);
     let data = format_reading(value);
     let me = client.session_id().0;
+    // Read after the barrier was seen, so a commit after it shows here. If its round already
+    // closed, a barrier up now is a newer one (possibly of the same version): do not write.
+    let state = RoundState::read(&client).await?;
+    if state.closed_at > taken_for.id {
+        return Ok(Published::Late);
+    }
+    let checks = 1 + usize::from(state.version.is_some());
     for _ in 0..5 {
-        match client.check_stat(&path).await {
-            Ok(Some(stat)) if stat.ephemeral_owner == me => {
-                match client.set_data(&path, data.as_bytes(), None).await {
-                    Ok(stat) => return Ok(stat.mzxid),
-                    Err(zkc::Error::NoNode) => continue,
-                    Err(e) => return Err(ZkError::zk("set", &path, e)),
-                }
-            }
-            Ok(Some(_)) => match client.delete(&path, None).await {
+        let stat = match client.check_stat(&path).await {
+            Ok(s) => s,
+            Err(e) => return Err(ZkError::zk("exists", &path, e)),
+        };
+        let mut txn = client.new_multi_writer();
+        let bad = |e| ZkError::zk("multi", &path, e);
+        taken_for.guard(&mut txn, layout::BARRIER)?;
+        if let Some(v) = state.version {
+            txn.add_check_version(layout::ROUNDS_LAST, v).map_err(bad)?;
+        }
+        match stat {
+            Some(stat) if stat.ephemeral_owner == me => txn
+                .add_set_data(&path, data.as_bytes(), None)
+                .map_err(bad)?,
+            Some(_) => match client.delete(&path, None).await {
                 Ok(()) | Err(zkc::Error::NoNode) => continue,
                 Err(e) => return Err(ZkError::zk("delete", &path, e)),
             },
-            Ok(None) => {
+            None => {
                 zk::ensure_path(&client, layout::READINGS).await?;
-                match client
-                    .create(&path, data.as_bytes(), &zk::ephemeral())
-                    .await
-                {
-                    Ok((stat, _)) => return Ok(stat.mzxid),
-                    Err(zkc::Error::NodeExists) => continue,
-                    Err(e) => return Err(ZkError::zk("create", &path, e)),
-                }
+                txn.add_create(&path, data.as_bytes(), &zk::ephemeral())
+                    .map_err(bad)?
             }
-            Err(e) => return Err(ZkError::zk("exists", &path, e)),
+        }
+        match txn.commit().await {
+            Ok(results) => {
+                let mzxid = match results.last() {
+                    Some(zkc::MultiWriteResult::SetData { stat }) => stat.mzxid,
+                    Some(zkc::MultiWriteResult::Create { stat, .. }) => stat.mzxid,
+                    _ => -1,
+                };
+                return Ok(Published::Written { mzxid });
+            }
+            Err(zkc::MultiWriteError::OperationFailed { index, source })
+                if index < checks
+                    && matches!(source, zkc::Error::NoNode | zkc::Error::BadVersion) =>
+            {
+                return Ok(Published::Late)
+            }
+            // Our znode vanished (set) or appeared (create) meanwhile: look again.
+            Err(zkc::MultiWriteError::OperationFailed {
+                source: zkc::Error::NoNode | zkc::Error::NodeExists,
+                ..
+            }) => continue,
+            Err(zkc::MultiWriteError::OperationFailed { source, .. })
+            | Err(zkc::MultiWriteError::RequestFailed { source }) => {
+                return Err(ZkError::zk("multi", &path, source))
+            }
         }
     }
     Err(ZkError::zk("publish", &path, zkc::Error::NodeExists))
@@ -209,8 +349,8 @@ pub async fn lead_rounds(
             _ => now + period,
         };
         match one_round(ctx, leader, close_at).await {
-            Ok(result) => {
-                last_close = Some(close_at);
+            Ok((result, closed)) => {
+                last_close = Some(closed);
                 tracing::info!(node = %ctx.id, role = "leader", round = result.round, value = result.value, samples = result.samples, fencing = result.fencing, "round committed");
                 committed.notify_one();
             }
@@ -235,16 +375,17 @@ async fn wait_or_lost(leader: &Leadership, d: Duration) -> bool {
     }
 }
 
-/// Opens (or resumes) one round, waits until `close_at`, averages, commits.
+/// Opens (or resumes) one round, waits until `close_at` (moved by a change of the sampling
+/// period), averages, commits. Returns the result and when the round actually closed.
 async fn one_round(
     ctx: &LeaderContext,
     leader: &Leadership,
-    close_at: tokio::time::Instant,
-) -> Result<RoundResult, ZkError> {
+    close_at: Instant,
+) -> Result<(RoundResult, Instant), ZkError> {
     let client = ctx.session.client()?;
     zk::ensure_path(&client, layout::ROUNDS).await?;
-    let last = read_u64(&client, layout::ROUNDS_LAST).await?;
-    let round = last.value + 1;
+    let mut state = RoundState::read(&client).await?;
+    let round = state.last + 1;
     let barrier = match client.check_stat(layout::BARRIER).await {
         Ok(Some(stat)) => {
             tracing::info!(node = %ctx.id, round, "resuming the round left open by the previous leader");
@@ -260,11 +401,17 @@ async fn one_round(
                 &zk::persistent(),
             )
             .map_err(bad)?;
+            // Before the first round: /rounds/last = 0, so followers can guard their writes.
+            if state.version.is_none() {
+                txn.add_create(layout::ROUNDS_LAST, b"0", &zk::persistent())
+                    .map_err(bad)?;
+            }
             match txn.commit().await {
+                Ok(_) if state.version.is_none() => state.version = Some(0),
                 Ok(_) => {}
                 Err(zkc::MultiWriteError::OperationFailed {
+                    index: 1,
                     source: zkc::Error::NodeExists,
-                    ..
                 }) => {}
                 Err(e) => return Err(multi_error(layout::BARRIER, e)),
             }
@@ -279,24 +426,30 @@ async fn one_round(
     };
     drop(client);
     let mut barrier = barrier;
+    let mut period = ctx.period.clone();
+    let started_with = *period.borrow_and_update();
+    // Nominal opening: the previous close on cadence, else now.
+    let mut opened = close_at
+        .checked_sub(started_with)
+        .unwrap_or_else(Instant::now);
     let mut close_at = close_at;
     let readings = loop {
-        tracing::debug!(node = %ctx.id, round, barrier, "round open");
-        let wait = close_at.saturating_duration_since(tokio::time::Instant::now());
-        if wait_or_lost(leader, wait).await {
+        tracing::debug!(node = %ctx.id, round, barrier, since = state.closed_at, "round open");
+        if wait_for_close(ctx, leader, round, &mut period, opened, &mut close_at).await {
             return Err(ZkError::LeadershipLost);
         }
         let client = ctx.session.client()?;
-        let readings = fresh_readings(&client, barrier).await?;
+        let readings = fresh_readings(&client, &state).await?;
         if !readings.is_empty() {
             break readings;
         }
-        // Nobody's reading for this barrier survives: e.g. every session expired after the
-        // sensors had served it (their ephemeral readings vanished, and they will not read
-        // the same barrier twice). Re-open the round under a new barrier, same number.
+        // Nobody's reading counts: e.g. every session expired after the sensors had served
+        // the barrier (their ephemeral readings vanished, and they will not read the same
+        // barrier twice). Re-open the round under a new barrier, same number and same rule.
         tracing::warn!(node = %ctx.id, round, barrier, "no readings survived for this round; re-opening it");
         barrier = reopen_barrier(&client, leader, round).await?;
-        close_at = tokio::time::Instant::now() + *ctx.period.borrow();
+        opened = Instant::now();
+        close_at = opened + *period.borrow_and_update();
     };
     let client = ctx.session.client()?;
     let samples = readings.len() as u32;
@@ -320,7 +473,7 @@ async fn one_round(
     txn.add_check_version(leader.guard_path(), 0).map_err(bad)?;
     txn.add_create(&layout::outbox_entry(round), &data, &zk::persistent())
         .map_err(bad)?;
-    match last.version {
+    match state.version {
         Some(v) => txn
             .add_set_data(layout::ROUNDS_LAST, round.to_string().as_bytes(), Some(v))
             .map_err(bad)?,
@@ -335,8 +488,8 @@ async fn one_round(
     txn.add_delete(layout::BARRIER, None).map_err(bad)?;
     match txn.commit().await {
         Ok(_) => {
-            tracing::debug!(node = %ctx.id, round, barrier, included = ?ids, "round readings averaged");
-            Ok(result)
+            tracing::debug!(node = %ctx.id, round, barrier, since = state.closed_at, included = ?ids, "round readings averaged");
+            Ok((result, close_at))
         }
         Err(zkc::MultiWriteError::RequestFailed { source })
             if zk::session::is_transient(&source) =>
@@ -346,6 +499,35 @@ async fn one_round(
             Err(ZkError::zk("multi", layout::ROUNDS, source))
         }
         Err(e) => Err(multi_error(layout::ROUNDS, e)),
+    }
+}
+
+/// Waits until `close_at`. A change of the sampling period applies to the open round at
+/// once: it then closes at `opened + new period`, or now if that is past. True if
+/// leadership was lost.
+async fn wait_for_close(
+    ctx: &LeaderContext,
+    leader: &Leadership,
+    round: u64,
+    period: &mut watch::Receiver<Duration>,
+    opened: Instant,
+    close_at: &mut Instant,
+) -> bool {
+    let mut live = true;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(*close_at) => return !leader.is_held(),
+            _ = leader.lost() => return true,
+            changed = period.changed(), if live => {
+                if changed.is_err() {
+                    live = false; // no more changes: keep the deadline
+                    continue;
+                }
+                let p = *period.borrow_and_update();
+                *close_at = (opened + p).max(Instant::now());
+                tracing::info!(node = %ctx.id, role = "leader", round, period_ms = p.as_millis() as u64, "sampling period changed: the open round closes at its opening + the new period");
+            }
+        }
     }
 }
 
@@ -376,11 +558,12 @@ async fn reopen_barrier(
     }
 }
 
-/// Readings written after the barrier was created: `(node id, value)`, sorted by id.
-/// Unparseable readings are skipped with a warning (a bad sensor must not stop rounds).
+/// The readings that count for the round in progress ([`RoundState::counts`]): `(node id,
+/// value)`, sorted by id. Unparseable readings are skipped with a warning (a bad sensor must
+/// not stop rounds).
 pub async fn fresh_readings(
     client: &zkc::Client,
-    barrier: i64,
+    state: &RoundState,
 ) -> Result<Vec<(String, f64)>, ZkError> {
     let names = match client.list_children(layout::READINGS).await {
         Ok(n) => n,
@@ -391,7 +574,7 @@ pub async fn fresh_readings(
     for name in names {
         let path = layout::reading(&name);
         match client.get_data(&path).await {
-            Ok((data, stat)) if stat.mzxid > barrier => {
+            Ok((data, stat)) if state.counts(stat.mzxid) => {
                 let text = String::from_utf8_lossy(&data);
                 match text.trim().parse::<f64>() {
                     Ok(v) if v.is_finite() => out.push((name, v)),

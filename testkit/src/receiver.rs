@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
@@ -31,6 +31,8 @@ pub struct Received {
     pub max_fencing: u64,
     /// Number of POST requests answered.
     pub requests: usize,
+    /// Values sent to the legacy `GET /nuevo?dato=` (what kazoo-based leaders send).
+    pub legacy: Vec<f64>,
 }
 
 type Shared = Arc<Mutex<Received>>;
@@ -70,6 +72,7 @@ impl Receiver {
     fn serve(&mut self, listener: tokio::net::TcpListener) {
         let app = Router::new()
             .route("/api/v1/averages", post(ingest))
+            .route("/nuevo", get(legacy))
             .with_state(self.state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         self.stop = Some(tx);
@@ -144,6 +147,26 @@ impl Receiver {
             );
             rounds.len() as u64
         })
+    }
+}
+
+/// The legacy endpoint: `dato` must be a finite number (400 otherwise, as sensor-api).
+async fn legacy(
+    State(state): State<Shared>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> (StatusCode, Json<Value>) {
+    match q.get("dato").and_then(|d| d.parse::<f64>().ok()) {
+        Some(v) if v.is_finite() => {
+            state.lock().expect("lock").legacy.push(v);
+            (
+                StatusCode::OK,
+                Json(json!({"status": "stored", "value": v})),
+            )
+        }
+        _ => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "not a finite number", "field": "dato"})),
+        ),
     }
 }
 

@@ -27,6 +27,26 @@ pub struct Barrier {
 /// Identity of one raised barrier: the znode's creation zxid (unique, increasing).
 pub type BarrierId = i64;
 
+/// One raised barrier as a waiter saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Raised {
+    /// Its id (creation zxid).
+    pub id: BarrierId,
+    /// Its data version when seen: a multi can check it to write only while the barrier is
+    /// still up ([`Raised::guard`]). A barrier re-created at the same path has version 0 again,
+    /// so this alone cannot tell two barriers apart: callers that must (the round protocol)
+    /// add a check of their own.
+    pub version: i32,
+}
+
+impl Raised {
+    /// Adds "this barrier is still up, unchanged" to a transaction.
+    pub fn guard(&self, txn: &mut zk::MultiWriter<'_>, path: &str) -> Result<(), ZkError> {
+        txn.add_check_version(path, self.version)
+            .map_err(|e| ZkError::zk("multi", path, e))
+    }
+}
+
 impl Barrier {
     /// A barrier at `path` (e.g. `/barrier`).
     pub fn new(session: Session, path: impl Into<String>) -> Self {
@@ -87,12 +107,24 @@ impl Barrier {
         after: Option<BarrierId>,
         timeout: Option<Duration>,
     ) -> Result<BarrierId, ZkError> {
+        self.wait_raised(after, timeout).await.map(|r| r.id)
+    }
+
+    /// [`Barrier::wait_next`], returning the version seen too (to guard a write with it).
+    pub async fn wait_raised(
+        &self,
+        after: Option<BarrierId>,
+        timeout: Option<Duration>,
+    ) -> Result<Raised, ZkError> {
         let floor = after.unwrap_or(i64::MIN);
         let stat = self
             .wait_for(timeout, |stat| matches!(stat, Some(s) if s.czxid > floor))
             .await?;
-        stat.map(|s| s.czxid)
-            .ok_or_else(|| ZkError::zk("exists", &self.path, zk::Error::NoNode))
+        stat.map(|s| Raised {
+            id: s.czxid,
+            version: s.version,
+        })
+        .ok_or_else(|| ZkError::zk("exists", &self.path, zk::Error::NoNode))
     }
 
     async fn wait_for(

@@ -263,3 +263,60 @@ pub async fn connected(connect: &str, timeout: Duration) -> Session {
 
 #[allow(unused_imports)]
 pub use testkit::Partition;
+
+/// The seed-style kazoo sensor (`shared/peers/kazoo_sensor.py`) run beside our nodes in the
+/// mixed-fleet tests. It is not part of this repository: CI checks out `shared/` beside the
+/// clone; `KAZOO_SENSOR_PY` points elsewhere. Absent: `None` after printing that the calling
+/// test is skipped, except under CI (env `CI` set), where it fails the test.
+pub fn kazoo_sensor_script(test: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("KAZOO_SENSOR_PY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/kazoo_sensor.py")
+        });
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: the kazoo peer sensor {} is missing (CI must provide shared/ beside the clone)",
+        path.display()
+    );
+    let msg = format!(
+        "SKIPPED {test}: kazoo peer sensor not found at {} (set KAZOO_SENSOR_PY to run it)",
+        path.display()
+    );
+    println!("{msg}");
+    eprintln!("{msg}");
+    None
+}
+
+/// Fails the test with a clear message if kazoo or requests (the peer sensor's HTTP client)
+/// is not importable.
+pub fn require_kazoo_and_requests() {
+    require_kazoo();
+    let out = Command::new("python3")
+        .args(["-c", "import requests"])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "requests is not installed: `python3 -m pip install requests` (scripts/install-deps does it)"
+    );
+}
+
+/// Starts one kazoo peer sensor `id` on `zk` (connect string, may carry a chroot that
+/// exists), sending its averages to `api` (`.../nuevo`), with `period` seconds.
+pub fn spawn_kazoo_sensor(
+    script: &std::path::Path,
+    id: &str,
+    zk: &str,
+    api: &str,
+    period: &str,
+) -> Proc {
+    let mut cmd = Command::new("python3");
+    cmd.arg("-u")
+        .arg(script)
+        .args(["--id", id, "--zk", zk, "--api", api, "--period", period]);
+    Proc::spawn(id, cmd, &log_path(id)).expect("spawn python3 kazoo sensor")
+}
