@@ -49,8 +49,8 @@ impl Partition {
                     };
                     let _ = client.set_nodelay(true);
                     let _ = server.set_nodelay(true);
-                    let (mut from_client, mut to_server) = server.into_split();
-                    let (mut from_server, mut to_client) = client.into_split();
+                    let (mut from_server, mut to_server) = server.into_split();
+                    let (mut from_client, mut to_client) = client.into_split();
                     tokio::select! {
                         _ = tokio::io::copy(&mut from_client, &mut to_server) => {}
                         _ = late_copy(&mut from_server, &mut to_client, lag) => {}
