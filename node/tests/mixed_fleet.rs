@@ -89,7 +89,7 @@ async fn our_leader_averages_every_kazoo_and_rust_sensor_once_per_round() {
     let mut opts = NodeOpts::new(&zk, Some(&receiver.url()));
     opts.period = PERIOD.into();
     // n1 first, so it leads; everyone else queues behind it.
-    let n1 = common::spawn("n1", &opts);
+    let mut n1 = common::spawn("n1", &opts);
     assert!(
         receiver.wait_round(1, Duration::from_secs(60)).await,
         "n1 delivered no round\n{}",
@@ -138,6 +138,39 @@ async fn our_leader_averages_every_kazoo_and_rust_sensor_once_per_round() {
     assert!(
         short.is_empty(),
         "rounds that did not average all four sensors (round, included): {short:?}\n{}",
+        dump(&[&n1, &n2], &[&k1, &k2])
+    );
+
+    // Failover: n1 leaves (SIGTERM); n2, next in the election, resumes the open round and
+    // leads on. The new leader learns where the previous round closed from ZooKeeper, so
+    // every round still counts each live sensor once: k1, k2, n2.
+    assert!(n1.proc.terminate(Duration::from_secs(10)).is_some());
+    let at = receiver.last_round();
+    assert!(
+        receiver.wait_round(at + 8, Duration::from_secs(90)).await,
+        "rounds stalled after the failover at {}\n{}",
+        receiver.last_round(),
+        dump(&[&n1, &n2], &[&k1, &k2])
+    );
+    receiver.assert_contiguous();
+    let mut by_round = std::collections::BTreeMap::new();
+    for e in n2.events_named("round readings averaged") {
+        by_round.insert(e["round"].as_u64().expect("round"), included(&e));
+    }
+    let mut short = Vec::new();
+    receiver.snapshot(|r| {
+        for round in at + 2..=at + 8 {
+            let v = &r.by_round[&round];
+            assert_eq!(v["leader"], "n2", "n2 took over: {v}");
+            let ids = &by_round[&round];
+            if ids != &["k1", "k2", "n2"] {
+                short.push((round, ids.clone()));
+            }
+        }
+    });
+    assert!(
+        short.is_empty(),
+        "after the failover, rounds that did not average the three live sensors: {short:?}\n{}",
         dump(&[&n1, &n2], &[&k1, &k2])
     );
     for k in [&k1, &k2] {
