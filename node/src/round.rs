@@ -342,13 +342,13 @@ pub async fn lead_rounds(
             }
         }
         let now = tokio::time::Instant::now();
-        let close_at = match last_close {
-            // On schedule (or a little late): keep the cadence, as long as the sensors still
-            // get at least half a period to read.
-            Some(prev) if prev + period > now + period / 2 => prev + period,
-            _ => now + period,
+        let opened = match last_close {
+            // On schedule (or a little late): keep the cadence — this round opened when the
+            // previous one closed — as long as the sensors still get half a period to read.
+            Some(prev) if prev + period > now + period / 2 => prev,
+            _ => now,
         };
-        match one_round(ctx, leader, close_at).await {
+        match one_round(ctx, leader, opened).await {
             Ok((result, closed)) => {
                 last_close = Some(closed);
                 tracing::info!(node = %ctx.id, role = "leader", round = result.round, value = result.value, samples = result.samples, fencing = result.fencing, "round committed");
@@ -375,12 +375,13 @@ async fn wait_or_lost(leader: &Leadership, d: Duration) -> bool {
     }
 }
 
-/// Opens (or resumes) one round, waits until `close_at` (moved by a change of the sampling
-/// period), averages, commits. Returns the result and when the round actually closed.
+/// Opens (or resumes) one round, counted as opened at `opened`; waits until `opened` + the
+/// live sampling period (see [`wait_for_close`]), averages, commits. Returns the result and
+/// when the round actually closed.
 async fn one_round(
     ctx: &LeaderContext,
     leader: &Leadership,
-    close_at: Instant,
+    opened: Instant,
 ) -> Result<(RoundResult, Instant), ZkError> {
     let client = ctx.session.client()?;
     zk::ensure_path(&client, layout::ROUNDS).await?;
@@ -427,12 +428,8 @@ async fn one_round(
     drop(client);
     let mut barrier = barrier;
     let mut period = ctx.period.clone();
-    let started_with = *period.borrow_and_update();
-    // Nominal opening: the previous close on cadence, else now.
-    let mut opened = close_at
-        .checked_sub(started_with)
-        .unwrap_or_else(Instant::now);
-    let mut close_at = close_at;
+    let mut opened = opened;
+    let mut close_at = opened + *period.borrow_and_update();
     let readings = loop {
         tracing::debug!(node = %ctx.id, round, barrier, since = state.closed_at, "round open");
         if wait_for_close(ctx, leader, round, &mut period, opened, &mut close_at).await {

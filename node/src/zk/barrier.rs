@@ -10,6 +10,8 @@
 //! * [`Barrier::wait_next`]: wait for a barrier *newer* than the one already seen (by czxid),
 //!   so a follower that finished a round cannot slip through the gap between the leader's
 //!   `remove()` and its next `create()` and run the same round twice.
+//! * [`Barrier::wait_raised`] also returns the version seen ([`Raised`]), so a write can be
+//!   made conditional on the barrier still being up (a check in the same transaction).
 
 use std::time::Duration;
 
