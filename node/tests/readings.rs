@@ -1,5 +1,5 @@
 //! Which reading counts for which round, with real late writes: a sensor-node whose link to
-//! ZooKeeper is slow (a testkit `Partition` delivering everything the server sends 1.2 s
+//! ZooKeeper is slow (a testkit `SlowLink` delivering everything the server sends 1.2 s
 //! late, with rounds of 0.5 s) sees each barrier after its round already closed, so every
 //! reading it takes lands late. A reading must count only for the round it was taken for.
 
@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use common::{Node, NodeOpts, Receiver};
-use testkit::Partition;
+use testkit::SlowLink;
 
 fn dump(nodes: &[&Node]) -> String {
     nodes
@@ -47,7 +47,7 @@ async fn a_reading_that_lands_after_its_round_closed_counts_for_no_later_round()
     );
     let n2 = common::spawn("n2", &opts);
     // n3 talks to ZooKeeper through a proxy; a long session so a slow link does not expire it.
-    let link = Partition::start(server.port()).await;
+    let link = SlowLink::start(server.port()).await;
     let mut slow = NodeOpts::new(
         &format!("{}{chroot}", link.connect_string()),
         Some(&receiver.url()),

@@ -8,6 +8,7 @@
 //! * [`RedisServer`] — a Redis with AOF on, restartable on the same data directory.
 //! * [`Proc`] — any child process (a `sensor-node`, a Python kazoo peer, ...).
 //! * [`compose`] — our compose files, read and interpolated as `docker compose` does.
+//! * [`SlowLink`] — a proxy that delivers a server's answers late (real late writes).
 //!
 //! Each of them can be killed (SIGKILL), stopped (SIGTERM), paused (SIGSTOP), resumed
 //! (SIGCONT) and restarted. Cleanup: every child is SIGKILLed when its handle is dropped
@@ -30,6 +31,7 @@ mod partition;
 mod process;
 pub mod receiver;
 mod redis;
+mod slow_link;
 mod zookeeper;
 
 pub use fleet::{Node, NodeOpts};
@@ -37,6 +39,7 @@ pub use partition::Partition;
 pub use process::{Proc, SpawnError};
 pub use receiver::Receiver;
 pub use redis::{shared_redis, RedisServer};
+pub use slow_link::SlowLink;
 pub use zookeeper::{
     four_letter_word, server_mode, shared_zk, unique_chroot, ZkEnsemble, ZkServer, TICK_MS,
 };
