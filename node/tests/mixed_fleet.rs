@@ -186,6 +186,8 @@ async fn our_leader_averages_every_kazoo_and_rust_sensor_once_per_round() {
 /// A kazoo sensor leads; our two nodes follow it beside another kazoo sensor. Every kazoo
 /// round counts four readings, and each of ours publishes a fresh reading for every kazoo
 /// barrier (none dropped as late), so the kazoo leader never averages a stale value of ours.
+/// Then the kazoo leader leaves and one of ours takes over: every round counts the three
+/// live sensors from the first one on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kazoo_leader_averages_our_followers_fresh_readings_every_round() {
     let test = "a_kazoo_leader_averages_our_followers_fresh_readings_every_round";
@@ -197,7 +199,7 @@ async fn a_kazoo_leader_averages_our_followers_fresh_readings_every_round() {
     let s = session(&zk).await;
     let receiver = Receiver::start().await;
     let nuevo = format!("{}/nuevo", receiver.url());
-    let k1 = spawn_kazoo_sensor(&script, "k1", &zk, &nuevo, PERIOD);
+    let mut k1 = spawn_kazoo_sensor(&script, "k1", &zk, &nuevo, PERIOD);
     assert!(
         wait_line(&k1, 0, Duration::from_secs(30), |l| l.contains(" LEADER "))
             .await
@@ -205,11 +207,21 @@ async fn a_kazoo_leader_averages_our_followers_fresh_readings_every_round() {
         "k1 never led\n{}",
         k1.log_tail(20)
     );
-    let k2 = spawn_kazoo_sensor(&script, "k2", &zk, &nuevo, PERIOD);
     let mut opts = NodeOpts::new(&zk, Some(&receiver.url()));
     opts.period = PERIOD.into();
     let n1 = common::spawn("n1", &opts);
     let n2 = common::spawn("n2", &opts);
+    // Ours queue right behind k1 in the election; k2 after them.
+    let c = s.client().expect("client");
+    assert!(
+        testkit::wait_until_async(Duration::from_secs(60), || async {
+            c.list_children("/election").await.map(|l| l.len()) == Ok(3)
+        })
+        .await,
+        "our nodes never joined the election\n{}",
+        dump(&[&n1, &n2], &[&k1])
+    );
+    let k2 = spawn_kazoo_sensor(&script, "k2", &zk, &nuevo, PERIOD);
     assert!(
         wait_members(&s, &["k1", "k2", "n1", "n2"], 60).await,
         "the four sensors never all published\n{}",
@@ -273,4 +285,46 @@ async fn a_kazoo_leader_averages_our_followers_fresh_readings_every_round() {
     let delivered = receiver.snapshot(|r| (r.legacy.len(), r.accepted.len()));
     assert!(delivered.0 >= skip + ROUNDS - 1, "/nuevo got {delivered:?}");
     assert_eq!(delivered.1, 0, "none of ours delivered rounds");
+
+    // The kazoo leader leaves (SIGTERM: it closes its session, its barrier stays up). Ours,
+    // next in the election, resume that barrier as round 1 and leads on: every round
+    // counts the three live sensors, the remaining kazoo follower included.
+    k1.terminate(Duration::from_secs(10));
+    assert!(
+        receiver.wait_round(8, Duration::from_secs(90)).await,
+        "our node did not take over from the kazoo leader (last round {})\n{}",
+        receiver.last_round(),
+        dump(&[&n1, &n2], &[&k1, &k2])
+    );
+    receiver.assert_contiguous();
+    let mut short = Vec::new();
+    // n1 and n2 joined the election together: either may be first in line.
+    let leader = match receiver.last_leader().as_deref() {
+        Some("n1") => &n1,
+        Some("n2") => &n2,
+        other => panic!("round 8 led by {other:?}"),
+    };
+    let averaged = leader.events_named("round readings averaged");
+    receiver.snapshot(|r| {
+        for round in 1..=8u64 {
+            assert_eq!(
+                r.by_round[&round]["leader"].as_str(),
+                Some(leader.id.as_str())
+            );
+            let ids = averaged
+                .iter()
+                .find(|e| e["round"].as_u64() == Some(round))
+                .map(included)
+                .unwrap_or_else(|| panic!("{} logged no readings for round {round}", leader.id));
+            if ids != ["k2", "n1", "n2"] {
+                short.push((round, ids));
+            }
+        }
+    });
+    assert!(
+        short.is_empty(),
+        "rounds after the kazoo leader left that did not average the three live sensors: \
+         {short:?}\n{}",
+        dump(&[&n1, &n2], &[&k1, &k2])
+    );
 }
