@@ -93,7 +93,7 @@ pub struct RoundState {
 
 impl RoundState {
     /// Reads `/rounds/last`. A missing znode is "no round committed yet"; unparseable data
-    /// is [`ZkError::Malformed`] (nobody but the leader's commit writes it).
+    /// is [`ZkError::Malformed`] (only leaders write it: 0 with the first barrier, then commits).
     pub async fn read(client: &zkc::Client) -> Result<RoundState, ZkError> {
         match client.get_data(layout::ROUNDS_LAST).await {
             Ok((data, stat)) => {
