@@ -301,7 +301,7 @@ fn summary(snap: &Snapshot, c: Option<&Cluster>, serving: usize) -> String {
 }
 
 /// Most contenders drawn in the picture (the rest are counted).
-const PICTURE_CONTENDERS: usize = 24;
+const PICTURE_CONTENDERS: usize = 12;
 
 fn picture(servers: &[ServerInfo], c: Option<&Cluster>) -> String {
     let zk: Vec<Box_> = servers
@@ -316,7 +316,7 @@ fn picture(servers: &[ServerInfo], c: Option<&Cluster>) -> String {
         })
         .collect();
     let leader = c.and_then(|c| c.leader.as_ref()).map(|l| Box_ {
-        x: 290,
+        x: 280,
         y: 40,
         label: l.id.clone(),
         sub: format!("leader · token {}", l.fencing),
@@ -330,9 +330,9 @@ fn picture(servers: &[ServerInfo], c: Option<&Cluster>) -> String {
         .take(PICTURE_CONTENDERS)
         .enumerate()
         .map(|(i, id)| Box_ {
-            x: 290 + 60 * (i as i32 % 4),
-            y: 112 + 40 * (i as i32 / 4),
-            label: crate::snapshot::clip(id, 7),
+            x: 280 + 112 * (i as i32 % 2),
+            y: 104 + 38 * (i as i32 / 2),
+            label: crate::snapshot::clip(id, 13),
             sub: (*id).clone(),
             class: "n-node".to_string(),
         })
@@ -345,7 +345,7 @@ fn picture(servers: &[ServerInfo], c: Option<&Cluster>) -> String {
                 .take(6)
                 .enumerate()
                 .map(|(i, a)| Box_ {
-                    x: 560,
+                    x: 550,
                     y: 40 + 64 * i as i32,
                     label: crate::snapshot::clip(&a.name, 22),
                     sub: crate::snapshot::clip(&a.url, 26),
@@ -355,11 +355,11 @@ fn picture(servers: &[ServerInfo], c: Option<&Cluster>) -> String {
         })
         .unwrap_or_default();
     let rows = [
-        zk.len() as i32 * 64,
-        112 + 40 * ((others.len() as i32 + 3) / 4) + if more > 0 { 24 } else { 0 },
-        apis.len() as i32 * 64,
+        40 + zk.len() as i32 * 64,
+        104 + 38 * ((others.len() as i32 + 1) / 2) + if more > 0 { 28 } else { 0 },
+        40 + apis.len() as i32 * 64,
     ];
-    let height = rows.into_iter().max().unwrap_or(0).max(140) + 30;
+    let height = rows.into_iter().max().unwrap_or(0).max(104) + 8;
     let description = format!(
         "{} ZooKeeper server(s), {} serving; leader {}; {} other contender(s); {} API instance(s)",
         servers.len(),
@@ -387,7 +387,7 @@ fn ensemble(servers: &[ServerInfo]) -> String {
             mode: s.mode.clone(),
             class: mode_class(&s.mode).to_string(),
             latency: match (s.latency_avg_ms, s.latency_max_ms) {
-                (Some(a), Some(m)) => format!("{a:.2} / {m:.0} ms"),
+                (Some(a), Some(m)) => format!("{a:.1} / {m:.0}"),
                 _ => "—".to_string(),
             },
             outstanding: opt(s.outstanding),

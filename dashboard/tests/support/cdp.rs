@@ -39,6 +39,7 @@ fn pipe() -> (RawFd, RawFd) {
 impl Browser {
     /// Starts Chromium with a fresh profile under `dir`, `width`×`height` window.
     pub fn launch(dir: &Path, width: u32, height: u32) -> Browser {
+        std::fs::create_dir_all(dir).expect("browser dir");
         let (chrome_reads, we_write) = pipe();
         let (we_read, chrome_writes) = pipe();
         let mut cmd = Command::new(CHROMIUM);
