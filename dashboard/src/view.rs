@@ -130,7 +130,11 @@ struct LeaderSection {
     known: bool,
     leader: Option<(String, u64, i64, String, bool, i64, String)>,
     contenders: Vec<String>,
+    more: usize,
 }
+
+/// Contenders listed by name in the leader section (all of them are in the JSON).
+const LISTED_CONTENDERS: usize = 50;
 
 #[derive(Template)]
 #[template(path = "round.html")]
@@ -413,7 +417,16 @@ fn leader(c: Option<&Cluster>) -> String {
                 utc_time(l.contender_since_ms),
             )
         }),
-        contenders: c.map(|c| c.contenders.clone()).unwrap_or_default(),
+        contenders: c
+            .map(|c| {
+                c.contenders
+                    .iter()
+                    .take(LISTED_CONTENDERS)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default(),
+        more: c.map_or(0, |c| c.contenders.len().saturating_sub(LISTED_CONTENDERS)),
     })
 }
 
