@@ -75,8 +75,8 @@ pub struct Config {
     /// [default: the API URL in use].
     #[arg(long, env = "API_PUBLIC_URL", value_parser = parse_api_url)]
     pub api_public_url: Option<String>,
-    /// Token required to change the live config from the page. Unset: the page is
-    /// read-only (and says so).
+    /// Token required to change the live config from the page. Unset or empty: the page
+    /// is read-only (and says so).
     #[arg(long, env = "DASHBOARD_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Grafana URL, shown as a link (optional).
@@ -119,9 +119,15 @@ pub struct ConfigError {
 }
 
 impl Config {
+    /// The admin token, `None` when unset or empty (compose files pass an empty value
+    /// for "not configured").
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref().filter(|t| !t.is_empty())
+    }
+
     /// Checks what clap cannot. Never touches the network.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(token) = &self.admin_token {
+        if let Some(token) = self.admin_token() {
             if token.trim().is_empty() || token.chars().any(char::is_control) {
                 return Err(ConfigError {
                     setting: "--admin-token / DASHBOARD_ADMIN_TOKEN",
@@ -174,7 +180,7 @@ impl fmt::Display for Config {
         writeln!(
             f,
             "DASHBOARD_ADMIN_TOKEN={}",
-            if self.admin_token.is_some() {
+            if self.admin_token().is_some() {
                 "<set, redacted>"
             } else {
                 "unset (read-only)"
@@ -208,5 +214,8 @@ mod tests {
         assert!(Cli::try_parse_from(["sensor-dashboard", "--refresh-interval", "0"]).is_err());
         let blank = Cli::try_parse_from(["sensor-dashboard", "--admin-token", " "]).unwrap();
         assert!(blank.config.validate().is_err());
+        let empty = Cli::try_parse_from(["sensor-dashboard", "--admin-token", ""]).unwrap();
+        assert!(empty.config.validate().is_ok());
+        assert_eq!(empty.config.admin_token(), None, "empty = read-only");
     }
 }

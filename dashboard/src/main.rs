@@ -85,7 +85,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("bind {}", config.listen))?;
     let local = listener.local_addr()?;
-    tracing::info!(listen = %local, zookeeper = %config.zookeeper_hosts, read_only = config.admin_token.is_none(), "sensor-dashboard listening");
+    tracing::info!(listen = %local, zookeeper = %config.zookeeper_hosts, read_only = config.admin_token().is_none(), "sensor-dashboard listening");
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
