@@ -55,3 +55,59 @@ async fn zookeeper_restart_shows_stale_then_recovers() {
         "recovery in the timeline"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_loss_in_an_ensemble_is_shown_and_heals() {
+    let mut zk = testkit::ZkEnsemble::start(3).expect("3-server ensemble");
+    let connect = zk.connect_string();
+    let dash = Dashboard::start(&connect, &[]).await;
+    let modes = |v: &serde_json::Value| -> Vec<String> {
+        v["ensemble"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| s["mode"].as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let v = dash
+        .wait_for(Duration::from_secs(60), "one leader, two followers", |v| {
+            let mut m = modes(v);
+            m.sort();
+            v["zookeeper"]["stale"] == false && m == ["follower", "follower", "leader"]
+        })
+        .await;
+    assert!(v["ensemble"][0]["latency_avg_ms"].is_number());
+
+    // Two of three servers gone: no quorum, the third stops serving.
+    zk.servers[0].kill();
+    zk.servers[1].kill();
+    let v = dash
+        .wait_for(Duration::from_secs(60), "quorum loss shown", |v| {
+            v["zookeeper"]["stale"] == true && modes(v)[..2] == ["down", "down"]
+        })
+        .await;
+    assert_ne!(modes(&v)[2], "leader");
+    let (_, html) = dash.page("").await;
+    assert!(html.contains("data-stale=\"true\""), "stale banner");
+    assert!(html.contains("0 of 3 server(s) serving") || html.contains("1 of 3 server(s) serving"));
+
+    zk.servers[0].start_again().expect("restart");
+    zk.servers[1].start_again().expect("restart");
+    assert!(
+        zk.wait_all_running_serving(Duration::from_secs(90)),
+        "quorum back"
+    );
+    dash.wait_for(Duration::from_secs(90), "recovery", |v| {
+        let mut m = modes(v);
+        m.sort();
+        v["zookeeper"]["stale"] == false && m == ["follower", "follower", "leader"]
+    })
+    .await;
+    let (_, html) = dash.page("").await;
+    assert!(
+        html.contains("follower → down") || html.contains("leader → down"),
+        "server mode changes in the timeline"
+    );
+}
