@@ -263,6 +263,13 @@ async fn run(
         }
         let state = session.current_status().state;
         lp.session_changed(state);
+        if state != ConnState::Connected {
+            lp.mark_stale(format!(
+                "ZooKeeper session {} (servers: {})",
+                session_name(state),
+                lp.config.zk_hosts
+            ));
+        }
         let probe = ensemble::probe_all(&lp.config.zk_hosts, lp.config.zk_timeout);
         let read = async {
             if state == ConnState::Connected {
