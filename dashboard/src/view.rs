@@ -477,19 +477,18 @@ fn config(c: Option<&Cluster>) -> String {
                     let e = &item.entry;
                     let (source, class) = match e.source {
                         ValueSource::Zookeeper => ("znode".to_string(), "src-zk"),
-                        ValueSource::Default => (
-                            format!("nodes' own --{} / env value", k.flag()),
-                            "src-default",
-                        ),
-                        ValueSource::Invalid => (
-                            "invalid znode value (ignored by nodes)".to_string(),
-                            "src-bad",
-                        ),
+                        ValueSource::Default => ("nodes' default".to_string(), "src-default"),
+                        ValueSource::Invalid => ("invalid: ignored".to_string(), "src-bad"),
                     };
                     let value = match e.source {
                         ValueSource::Default => match &e.default {
-                            Some(d) => format!("(built-in default {d})"),
-                            None => "(none)".to_string(),
+                            Some(d) => format!(
+                                "not set: each node uses its --{} / env value (built-in {d})",
+                                k.flag()
+                            ),
+                            None => {
+                                format!("not set: each node uses its --{} / env value", k.flag())
+                            }
                         },
                         _ => e.stored.clone().unwrap_or_default(),
                     };
