@@ -363,7 +363,9 @@ async fn post_config(
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Form(form): Form<ConfigForm>,
 ) -> Response {
-    let editor = clip(form.editor.trim(), 64);
+    // Free text from the form goes into log lines: no control characters (no forged lines).
+    let printable = |s: &str, max| clip(&s.replace(char::is_control, " "), max);
+    let editor = printable(form.editor.trim(), 64);
     let result = async {
         edit::check_token(state.settings.admin_token.as_deref(), &form.token)?;
         let key = edit::parse_key(&form.key)?;
@@ -414,7 +416,7 @@ async fn post_config(
             tracing::warn!(
                 editor = %editor,
                 peer = %peer,
-                key = %clip(&form.key, 40),
+                key = %printable(&form.key, 40),
                 error = %e,
                 "config edit refused"
             );
