@@ -56,42 +56,53 @@ pub enum LogFormat {
 #[derive(Clone, Args)]
 pub struct Config {
     /// Address to listen on.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "0.0.0.0:8081")]
+    #[arg(
+        long,
+        env = "LISTEN_ADDR",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8081"
+    )]
     pub listen: SocketAddr,
     /// ZooKeeper connect string: host:port[,host:port...][/chroot]. Each host is also probed
     /// with the srvr four-letter word for the ensemble picture.
     #[arg(
         long = "zookeeper-hosts",
         env = "ZOOKEEPER_HOSTS",
+        value_name = "HOSTS",
         default_value = "127.0.0.1:2181",
         value_parser = parse_zk_hosts
     )]
     pub zookeeper_hosts: String,
     /// Base URL of sensor-api, for the recent-averages chart. Unset: the live
     /// /config/api_url, else the first instance registered under /services/api.
-    #[arg(long, env = "API_URL", value_parser = parse_api_url)]
+    #[arg(long, env = "API_URL", value_name = "URL", value_parser = parse_api_url)]
     pub api_url: Option<String>,
     /// Base URL of sensor-api as the operator's browser reaches it (history-page link)
     /// [default: the API URL in use].
-    #[arg(long, env = "API_PUBLIC_URL", value_parser = parse_api_url)]
+    #[arg(long, env = "API_PUBLIC_URL", value_name = "URL", value_parser = parse_api_url)]
     pub api_public_url: Option<String>,
     /// Token required to change the live config from the page. Unset or empty: the page
     /// is read-only (and says so).
-    #[arg(long, env = "DASHBOARD_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DASHBOARD_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
     /// Grafana URL, shown as a link (optional).
-    #[arg(long, env = "GRAFANA_URL", value_parser = parse_api_url)]
+    #[arg(long, env = "GRAFANA_URL", value_name = "URL", value_parser = parse_api_url)]
     pub grafana_url: Option<String>,
     /// How often the cluster state is re-read from ZooKeeper, in seconds.
-    #[arg(long, env = "REFRESH_INTERVAL", default_value = "1", value_parser = parse_seconds)]
+    #[arg(long, env = "REFRESH_INTERVAL", value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
     pub refresh_interval: Duration,
     /// A ZooKeeper read (or four-letter word) taking longer counts as ZooKeeper unreachable,
     /// in seconds.
-    #[arg(long, env = "ZK_TIMEOUT", default_value = "3", value_parser = parse_seconds)]
+    #[arg(long, env = "ZK_TIMEOUT", value_name = "SECONDS", default_value = "3", value_parser = parse_seconds)]
     pub zk_timeout: Duration,
     /// Requests taking longer are answered 408, in seconds (the event stream is exempt
     /// once its headers are sent).
-    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    #[arg(long, env = "REQUEST_TIMEOUT", value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
     pub request_timeout: Duration,
     /// Log format (filter with RUST_LOG).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
