@@ -133,7 +133,7 @@
   }
 
   var source = new EventSource('/events?since=' + lastSeq);
-  source.addEventListener('open', function () { setLive('live', 'live'); });
+  source.addEventListener('open', function () { setLive('live', 'live updates'); });
   source.addEventListener('error', function () { setLive('reconnecting', 'connection to the dashboard lost; reconnecting…'); });
   source.addEventListener('section', function (e) {
     var d = JSON.parse(e.data);
