@@ -6,8 +6,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::coord::{parse_api_url, parse_zk_hosts};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use sensor_node::config::{parse_api_url, parse_zk_hosts};
 
 /// Command line of the `sensor-dashboard` binary.
 #[derive(Debug, Parser)]

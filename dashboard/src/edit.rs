@@ -20,11 +20,8 @@
 
 use std::time::Duration;
 
+use crate::coord::{layout, zk, ConfigError, ConfigKey, Session};
 use axum::http::StatusCode;
-use sensor_node::config::ConfigError;
-use sensor_node::ctl::ConfigKey;
-use sensor_node::layout;
-use sensor_node::zk::{self, Session};
 use subtle::ConstantTimeEq;
 use zookeeper_client as zkc;
 

@@ -13,6 +13,9 @@
 //! own validation, an admin token compared in constant time, and a compare-and-set on the
 //! znode version the page showed.
 //!
+//! Everything taken from the node crate (session, recipes, layout, `sensorctl`'s reader,
+//! the nodes' validation) goes through [`coord`], one file of re-exports.
+//!
 //! Failure behaviour: ZooKeeper unreachable or without quorum never stops the process;
 //! the page keeps the last known state, says it is stale and since when, and turns live
 //! again by itself once reads succeed (see the table in [`monitor`]).
@@ -20,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod coord;
 pub mod edit;
 pub mod ensemble;
 pub mod monitor;
@@ -29,7 +33,7 @@ pub mod timeline;
 pub mod view;
 pub mod web;
 
-use sensor_node::zk::{Session, SessionConfig};
+use coord::{Session, SessionConfig};
 
 /// Starts the session, the monitor and returns the router (what `main` serves; tests
 /// call it too).

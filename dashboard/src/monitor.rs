@@ -16,7 +16,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use sensor_node::zk::{ConnState, Session};
+use crate::coord::{parse_api_url, ConnState, Session, ValueSource};
 use tokio::sync::{watch, Notify};
 
 use crate::ensemble;
@@ -301,7 +301,7 @@ fn api_url_of(config: &MonitorConfig, snapshot: &Snapshot) -> Option<String> {
     }
     let cluster = snapshot.cluster.as_ref()?;
     let live = &cluster.config.api_url.entry;
-    if live.source == sensor_node::ctl::ValueSource::Zookeeper {
+    if live.source == ValueSource::Zookeeper {
         if let Some(u) = &live.stored {
             return Some(u.clone());
         }
@@ -309,7 +309,7 @@ fn api_url_of(config: &MonitorConfig, snapshot: &Snapshot) -> Option<String> {
     cluster
         .api_instances
         .iter()
-        .find_map(|i| sensor_node::config::parse_api_url(&i.url).ok())
+        .find_map(|i| parse_api_url(&i.url).ok())
 }
 
 async fn run_averages(

@@ -14,9 +14,10 @@
 
 use std::time::Duration;
 
-use sensor_node::ctl::{self, ConfigEntry, ConfigKey, CtlError};
-use sensor_node::zk::{self, election::contender_sequence, Session, ZkError};
-use sensor_node::{layout, outbox};
+use crate::coord::{
+    contender_sequence, ctl, layout, zk, ConfigEntry, ConfigKey, CtlError, Session, ZkError,
+    CONFLICTS,
+};
 use serde::Serialize;
 use zookeeper_client as zkc;
 
@@ -318,7 +319,7 @@ async fn read_extras(client: &zkc::Client) -> Result<Extras, ZkError> {
         };
         config.push((key, stored, version));
     }
-    let conflicts = children(client, outbox::CONFLICTS).await?;
+    let conflicts = children(client, CONFLICTS).await?;
     let mut api_instances = Vec::new();
     for name in children(client, layout::SERVICES_API).await? {
         let path = format!("{}/{name}", layout::SERVICES_API);

@@ -22,8 +22,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response, Sse};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
-use sensor_node::ctl::{ConfigKey, ValueSource};
-use sensor_node::zk::Session;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -31,6 +29,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::coord::{ConfigKey, Session, ValueSource};
 use crate::edit::{self, EditError};
 use crate::monitor::Monitor;
 use crate::snapshot::clip;
