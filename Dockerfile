@@ -71,6 +71,6 @@ RUN set -eu; \
 COPY --from=build /out/ /usr/local/bin/
 USER 10001:10001
 ENV RUST_LOG=info
-EXPOSE 8080
+EXPOSE 8080 8081
 # Every service sets its own command; this default prints what is inside.
 CMD ["sensor-api", "--help"]

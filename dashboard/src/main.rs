@@ -1,3 +1,131 @@
-fn main() {
-    println!("sensor-dashboard: not built yet; see the dashboard issue");
+//! `sensor-dashboard` binary: parse flags, set up logging, serve until SIGTERM.
+//! All behaviour lives in the library (`sensor_dashboard`); see its crate docs.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use sensor_dashboard::config::{Cli, Command, Config, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = cli.config.validate() {
+        eprintln!("sensor-dashboard: {e}");
+        return ExitCode::from(2);
+    }
+    if cli.check_config {
+        println!("{}", cli.config);
+        println!("# configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sensor-dashboard: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Some(Command::Healthcheck { url, timeout }) => {
+            let url = url.unwrap_or_else(|| {
+                format!("http://127.0.0.1:{}/healthz", cli.config.listen.port())
+            });
+            match runtime.block_on(healthcheck(&url, timeout)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sensor-dashboard healthcheck: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None => match runtime.block_on(serve(cli.config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "sensor-dashboard failed");
+                eprintln!("sensor-dashboard: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn healthcheck(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(timeout).build()?;
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = response.status();
+    anyhow::ensure!(status.is_success(), "GET {url} answered {status}");
+    println!("{url}: {status}");
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a terminal: log files and container logs stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    init_logging(config.log_format);
+    let (session, app) = sensor_dashboard::start(&config);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("bind {}", config.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(listen = %local, zookeeper = %config.zookeeper_hosts, read_only = config.admin_token().is_none(), "sensor-dashboard listening");
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown({
+        // Closing the session ends the monitor, which ends every event stream, so the
+        // graceful shutdown is not held up by open SSE connections.
+        let session = session.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            session.close();
+        }
+    });
+    let result = server.await.context("server");
+    session.close();
+    tracing::info!("stopped");
+    result
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
 }

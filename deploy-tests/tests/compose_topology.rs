@@ -172,6 +172,7 @@ fn ports_api_8080_and_grafana_3000() {
         };
         assert_eq!(ports("api"), ["8080:8080"], "{}", file.path.display());
         assert_eq!(ports("grafana"), ["3000:3000"], "{}", file.path.display());
+        assert_eq!(ports("dashboard"), ["8081:8081"], "{}", file.path.display());
         let published: Vec<&str> = svcs
             .iter()
             .filter(|s| s.yaml.get("ports").is_some())
@@ -179,8 +180,8 @@ fn ports_api_8080_and_grafana_3000() {
             .collect();
         assert_eq!(
             published,
-            ["api", "grafana"],
-            "only the API and Grafana face the host"
+            ["api", "dashboard", "grafana"],
+            "only the API, the dashboard and Grafana face the host"
         );
     }
 }

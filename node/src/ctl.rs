@@ -219,7 +219,9 @@ pub struct ConfigEntry {
 }
 
 impl ConfigEntry {
-    fn from_stored(key: ConfigKey, stored: Option<String>) -> ConfigEntry {
+    /// The entry for `key` given its znode's data (`None` = absent), judged with the
+    /// nodes' own validation.
+    pub fn from_stored(key: ConfigKey, stored: Option<String>) -> ConfigEntry {
         let (source, error) = match stored.as_deref().map(str::trim) {
             None | Some("") => (ValueSource::Default, None),
             Some(v) => match key.validate(v) {
