@@ -157,6 +157,33 @@ fn zookeeper_healthcheck_words_are_whitelisted() {
 }
 
 #[test]
+fn zookeeper_purges_old_snapshots_and_logs() {
+    for file in all() {
+        for s in services(&file)
+            .iter()
+            .filter(|s| s.name.starts_with("zookeeper"))
+        {
+            let get = |k: &str| -> u32 {
+                s.environment
+                    .get(k)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("{}: {k} must be set (a number)", s.name))
+            };
+            assert!(
+                get("ZOO_AUTOPURGE_PURGEINTERVAL") >= 1,
+                "{}: autopurge on",
+                s.name
+            );
+            assert!(
+                get("ZOO_AUTOPURGE_SNAPRETAINCOUNT") >= 3,
+                "{}: ZooKeeper keeps at least 3 snapshots",
+                s.name
+            );
+        }
+    }
+}
+
+#[test]
 fn ports_api_8080_and_grafana_3000() {
     for file in all() {
         let svcs = services(&file);
@@ -194,6 +221,11 @@ fn redis_keeps_an_append_only_file_on_a_named_volume() {
             .expect("a redis service");
         let cmd = redis.command.join(" ");
         assert!(cmd.contains("--appendonly yes"), "{cmd}");
+        // Acknowledged = durable: the node drops a round from its outbox on the API's answer.
+        assert!(cmd.contains("--appendfsync always"), "{cmd}");
+        assert!(!cmd.contains("everysec"), "{cmd}");
+        // A full Redis refuses writes instead of evicting stored averages.
+        assert!(cmd.contains("--maxmemory-policy noeviction"), "{cmd}");
         let volumes = redis
             .yaml
             .get("volumes")

@@ -263,16 +263,37 @@ fn parse_session_timeout_ms(raw: &str) -> Result<u64, ConfigError> {
     Ok(ms)
 }
 
+/// ZooKeeper's default `jute.maxbuffer`: the largest packet a server or a Java/kazoo client
+/// accepts (0xfffff bytes). A `getChildren` answer larger than this cannot be read.
+pub const JUTE_MAXBUFFER: usize = 0xfffff;
+/// Bytes one outbox child name takes in a `getChildren` answer: a 4-byte length and the
+/// 20-digit round number ([`layout::outbox_entry`]).
+pub const OUTBOX_CHILD_WIRE_BYTES: usize = 4 + 20;
+/// Most rounds the outbox may hold: its child list must fit one ZooKeeper answer, with 1 KiB
+/// left for the reply header, the vector length and a stat (43 648).
+pub const MAX_OUTBOX_LIMIT: usize = (JUTE_MAXBUFFER - 1024) / OUTBOX_CHILD_WIRE_BYTES;
+
 fn parse_outbox_limit(raw: &str) -> Result<usize, ConfigError> {
     let n: usize = raw
         .trim()
         .parse()
         .map_err(|_| ConfigError::invalid("outbox_limit", raw, "not a positive integer"))?;
-    if !(1..=1_000_000).contains(&n) {
+    if n == 0 {
         return Err(ConfigError::invalid(
             "outbox_limit",
             raw,
-            "must be between 1 and 1000000",
+            "OUTBOX_LIMIT (--outbox-limit) must be at least 1",
+        ));
+    }
+    if n > MAX_OUTBOX_LIMIT {
+        return Err(ConfigError::invalid(
+            "outbox_limit",
+            raw,
+            format!(
+                "OUTBOX_LIMIT (--outbox-limit) must be at most {MAX_OUTBOX_LIMIT}: the outbox's \
+                 child list ({OUTBOX_CHILD_WIRE_BYTES} bytes per round) must fit ZooKeeper's \
+                 {JUTE_MAXBUFFER}-byte answer limit (jute.maxbuffer)"
+            ),
         ));
     }
     Ok(n)
@@ -392,6 +413,7 @@ pub struct NodeArgs {
 
     /// Most committed-but-undelivered rounds kept in ZooKeeper while the API is down; at
     /// the bound the leader stops opening rounds (back-pressure, never silent loss).
+    /// 1..=43648: the outbox's child list must fit one ZooKeeper answer (jute.maxbuffer).
     #[arg(
         long,
         env = "OUTBOX_LIMIT",
