@@ -526,7 +526,10 @@ fn the_two_files_share_no_volume() {
         })
         .collect();
     let shared: Vec<&String> = volumes[0].intersection(&volumes[1]).collect();
-    assert!(shared.is_empty(), "volumes shared by both files: {shared:?}");
+    assert!(
+        shared.is_empty(),
+        "volumes shared by both files: {shared:?}"
+    );
 }
 
 #[test]

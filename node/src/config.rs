@@ -299,6 +299,21 @@ fn parse_outbox_limit(raw: &str) -> Result<usize, ConfigError> {
     Ok(n)
 }
 
+fn parse_conflicts_limit(raw: &str) -> Result<usize, ConfigError> {
+    let n: usize = raw
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::invalid("conflicts_limit", raw, "not a positive integer"))?;
+    if n == 0 || n > MAX_OUTBOX_LIMIT {
+        return Err(ConfigError::invalid(
+            "conflicts_limit",
+            raw,
+            format!("CONFLICTS_LIMIT (--conflicts-limit) must be between 1 and {MAX_OUTBOX_LIMIT}: its child list must fit one ZooKeeper answer (jute.maxbuffer)"),
+        ));
+    }
+    Ok(n)
+}
+
 fn parse_api_token(raw: &str) -> Result<String, ConfigError> {
     let token = raw.trim();
     if token.is_empty() || token.chars().any(|c| c.is_control() || c == ' ') {
@@ -424,6 +439,19 @@ pub struct NodeArgs {
     )]
     pub outbox_limit: usize,
 
+    /// Most rounds kept under /rounds/conflicts (refused by the API for good, set aside for
+    /// an operator); beyond it the oldest are dropped with an error log naming each round.
+    /// 1..=43648 (the child list must fit one ZooKeeper answer).
+    #[arg(
+        long,
+        env = "CONFLICTS_LIMIT",
+        value_name = "ROUNDS",
+        allow_negative_numbers = true,
+        default_value = "1000",
+        value_parser = parse_conflicts_limit
+    )]
+    pub conflicts_limit: usize,
+
     /// Log format on stderr (filter with RUST_LOG).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -443,6 +471,7 @@ impl fmt::Debug for NodeArgs {
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
             .field("session_timeout_ms", &self.session_timeout_ms)
             .field("outbox_limit", &self.outbox_limit)
+            .field("conflicts_limit", &self.conflicts_limit)
             .field("log_format", &self.log_format)
             .field("check_config", &self.check_config)
             .finish()
@@ -478,6 +507,8 @@ pub struct NodeConfig {
     pub session_timeout: Duration,
     /// Bound of the outbox (rounds).
     pub outbox_limit: usize,
+    /// Bound of /rounds/conflicts (rounds); the oldest are dropped beyond it.
+    pub conflicts_limit: usize,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -512,6 +543,7 @@ impl NodeArgs {
             api_token: self.api_token.clone(),
             session_timeout: Duration::from_millis(self.session_timeout_ms),
             outbox_limit: self.outbox_limit,
+            conflicts_limit: self.conflicts_limit,
             log_format: self.log_format,
         })
     }
@@ -563,6 +595,7 @@ impl NodeConfig {
                 self.session_timeout.as_millis().to_string(),
             ),
             ("outbox_limit", self.outbox_limit.to_string()),
+            ("conflicts_limit", self.conflicts_limit.to_string()),
             ("log_format", self.log_format.to_string()),
         ];
         let mut out = String::new();
@@ -584,6 +617,7 @@ impl fmt::Debug for NodeConfig {
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
             .field("session_timeout", &self.session_timeout)
             .field("outbox_limit", &self.outbox_limit)
+            .field("conflicts_limit", &self.conflicts_limit)
             .field("log_format", &self.log_format)
             .finish()
     }

@@ -65,7 +65,8 @@ pub async fn run(
     let live = config::watch_live_config(&session, settings.live_defaults());
     let period = period_of(live.clone());
     let delivery = Delivery::new(settings.api_token.clone(), live.clone(), &session)?;
-    let outbox = Outbox::new(session.clone(), settings.outbox_limit);
+    let outbox = Outbox::new(session.clone(), settings.outbox_limit)
+        .with_conflicts_limit(settings.conflicts_limit);
 
     let (stop_sensor, sensor_stop) = watch::channel(false);
     let sensor = tokio::spawn(round::run_sensor(
