@@ -123,3 +123,64 @@ async fn node_restarted_after_sigkill_waits_for_its_old_session_and_runs() {
     );
     obs.close();
 }
+
+/// While a node's session is gone (a network partition longer than the session timeout),
+/// another process takes its id; when the partition heals, the first node finds its id
+/// held, waits out the grace, and stops with exit 1 instead of fighting over the readings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_whose_id_was_taken_while_its_session_was_gone_stops() {
+    let chroot = testkit::unique_chroot("taken-id");
+    let server = testkit::shared_zk();
+    let proxy = testkit::Partition::start(server.port()).await;
+    let direct = format!("{}{chroot}", server.connect_string());
+    let obs = observer(&direct).await;
+    let claim = layout::node_claim("tk");
+    let mut first = common::spawn(
+        "tk",
+        &NodeOpts::new(&format!("{}{chroot}", proxy.connect_string()), None),
+    );
+    assert!(
+        testkit::wait_until_async(Duration::from_secs(30), || has_owner(&obs, &claim)).await,
+        "first node never claimed its id:\n{}",
+        first.tail()
+    );
+    let old = owner(&obs, &claim).await;
+    proxy.cut();
+    // The server expires the partitioned session (2 s timeout): the claim goes.
+    assert!(
+        testkit::wait_until_async(Duration::from_secs(20), || {
+            let obs = obs.clone();
+            let claim = claim.clone();
+            async move { owner(&obs, &claim).await.is_none() }
+        })
+        .await,
+        "partitioned session never expired"
+    );
+    let second = common::spawn("tk", &NodeOpts::new(&direct, None));
+    assert!(
+        testkit::wait_until_async(Duration::from_secs(30), || {
+            let obs = obs.clone();
+            let claim = claim.clone();
+            async move {
+                let o = owner(&obs, &claim).await;
+                o.is_some() && o != old
+            }
+        })
+        .await,
+        "second node never claimed the free id:\n{}",
+        second.tail()
+    );
+    let taken_by = owner(&obs, &claim).await;
+    proxy.heal();
+    let status = first.proc.wait_timeout(Duration::from_secs(40));
+    let log = first.tail();
+    let status = status.unwrap_or_else(|| panic!("first node still runs:\n{log}"));
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("node id \"tk\" is in use"), "{log}");
+    assert_eq!(
+        owner(&obs, &claim).await,
+        taken_by,
+        "the second keeps the id"
+    );
+    obs.close();
+}
