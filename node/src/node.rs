@@ -87,8 +87,13 @@ pub async fn run(
         _ = &mut shutdown => None,
         e = claim => match e {
             Ok(e @ ClaimError::Held { .. }) => Some(e),
-            // Closed, or the task ended some other way: shut down as asked.
-            _ => {
+            // Closed, or a ZooKeeper error (e.g. no permission): keep running unclaimed.
+            other => {
+                if let Ok(ClaimError::Zk(e)) = &other {
+                    if !matches!(e, ZkError::Closed) {
+                        tracing::warn!(node = %settings.id, error = %e, "cannot keep the node id claim");
+                    }
+                }
                 shutdown.await;
                 None
             }
