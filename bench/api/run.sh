@@ -65,25 +65,29 @@ wrk_run() { # name, extra args...
 }
 
 echo "== RSS idle: $(rss_kb) kB"
-echo "== load: $CONNS connections, $THREADS wrk threads, ${SECS}s each, loopback, $(nproc) cores shared by everything"
-wrk_run "GET /nuevo (legacy ingest)" "http://127.0.0.1:$APORT/nuevo?dato=23.5&token=bench-token"
-wrk_run "POST /api/v1/averages (new round)" -s "$HERE/post.lua" "http://127.0.0.1:$APORT"
-echo "== RSS after load: $(rss_kb) kB, peak: $(hwm_kb) kB"
-
-# Durability cost, same Redis and API, alternating so drift of the shared machine hits both.
+# Durability cost first, on a fresh Redis, same API, alternating so drift of the shared
+# machine hits both; each run stores new rounds (post.lua's base argument).
 fsync_mode() { redis-cli -p "$RPORT" config set appendfsync "$1" >/dev/null; }
 echo "== appendfsync everysec vs always (POST /api/v1/averages, alternating, 2 runs each)"
 declare -A SUM=([everysec]=0 [always]=0)
+BASE=0
 for _ in 1 2; do
   for mode in everysec always; do
     fsync_mode "$mode"
-    wrk_run "POST, appendfsync $mode" -s "$HERE/post.lua" "http://127.0.0.1:$APORT"
+    BASE=$((BASE + 1000000000))
+    wrk_run "POST, appendfsync $mode" -s "$HERE/post.lua" "http://127.0.0.1:$APORT" -- "$BASE"
     SUM[$mode]=$(awk -v a="${SUM[$mode]}" -v b="$LAST_RPS" 'BEGIN {print a + b}')
   done
 done
 fsync_mode always
 awk -v e="${SUM[everysec]}" -v a="${SUM[always]}" \
   'BEGIN {printf "== mean req/s: everysec %.0f, always %.0f, ratio always/everysec %.2f\n", e/2, a/2, a/e}'
+
+echo "== load: $CONNS connections, $THREADS wrk threads, ${SECS}s each, loopback, $(nproc) cores shared by everything"
+wrk_run "GET /nuevo (legacy ingest)" "http://127.0.0.1:$APORT/nuevo?dato=23.5&token=bench-token"
+wrk_run "POST /api/v1/averages (new round)" -s "$HERE/post.lua" "http://127.0.0.1:$APORT" -- 9000000000
+echo "== RSS after load: $(rss_kb) kB, peak: $(hwm_kb) kB"
+
 echo "== stored points: $(redis-cli -p "$RPORT" zcard bench:time)"
 
 # The same Lua script the API runs per legacy ingest, straight from the source.
