@@ -1,7 +1,10 @@
 -- wrk script: POST /api/v1/averages with a fresh round per request (unique per thread),
 -- the same fencing token, and a valid RFC 3339 time; every request stores a new point.
+-- Optional argument (wrk ... -- BASE): added to every round, so that successive runs
+-- against one Redis store new rounds instead of answering duplicates.
 local counter = 0
 local thread_id = 0
+local base = 0
 local threads = {}
 
 function setup(thread)
@@ -11,12 +14,13 @@ end
 
 function init(args)
   thread_id = tonumber(tid) or 1
+  base = tonumber(args[1]) or 0
   counter = 0
 end
 
 function request()
   counter = counter + 1
-  local round = thread_id * 100000000 + counter
+  local round = base + thread_id * 100000000 + counter
   local body = string.format(
     '{"round":%d,"value":%.2f,"samples":3,"leader":"bench","fencing":1,"taken_at":"2026-01-01T00:%02d:%02d.%03dZ"}',
     round, 20 + (counter % 100) / 10, math.floor(counter / 60000) % 60, math.floor(counter / 1000) % 60, counter % 1000)

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Ingest benchmark of sensor-api (not a test): starts its own Redis (AOF on, as in the
-# compose set-up) and a release sensor-api on free loopback ports, then measures at a fixed
+# Ingest benchmark of sensor-api (not a test): starts its own Redis (AOF with
+# appendfsync always and noeviction, as in the compose set-up) and a release sensor-api on free loopback ports, then measures at a fixed
 # concurrency, from a second process (wrk):
 #   * GET  /nuevo?dato=       (legacy ingest)
 #   * POST /api/v1/averages   (node ingest, a new round per request)
 # and, in the same run and at the same concurrency, redis-benchmark running the very Lua
 # script one ingest executes (EVALSHA, the physical limit of this design), plus plain SET
 # for reference. Prints throughput, p99 latency and the API's RSS (peak and after load).
+# Then the cost of durability: POST ingest with appendfsync everysec and always, switched
+# with CONFIG SET on the same Redis in the same run, and the ratio (always / everysec).
 #
 # Usage: bench/api/run.sh [connections=64] [seconds=10] [wrk threads=2]
 # Needs: redis-server, redis-cli, redis-benchmark, wrk (Debian packages), cargo.
@@ -29,6 +31,7 @@ BIN="$ROOT/target/release/sensor-api"
 
 RPORT=$(free_port)
 redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly yes --dir "$WORK" \
+  --appendfsync always --maxmemory-policy noeviction \
   --protected-mode no --logfile "$WORK/redis.log" &
 PIDS+=($!)
 for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
@@ -58,13 +61,33 @@ wrk_run() { # name, extra args...
   # AOF rewrites fork Redis and are a known source of tail latency: count them per run.
   local rewrites; rewrites=$(redis-cli -p "$RPORT" info persistence | awk -F: '/^aof_rewrites:/ {print $2}' | tr -d '\r')
   printf '%-34s %12s req/s   p99 %9s   non-2xx %s   aof rewrites so far %s\n' "$name" "$rps" "$p99" "$errs" "$rewrites"
+  LAST_RPS=$rps
 }
 
 echo "== RSS idle: $(rss_kb) kB"
+# Durability cost first, on a fresh Redis, same API, alternating so drift of the shared
+# machine hits both; each run stores new rounds (post.lua's base argument).
+fsync_mode() { redis-cli -p "$RPORT" config set appendfsync "$1" >/dev/null; }
+echo "== appendfsync everysec vs always (POST /api/v1/averages, alternating, 2 runs each)"
+declare -A SUM=([everysec]=0 [always]=0)
+BASE=0
+for _ in 1 2; do
+  for mode in everysec always; do
+    fsync_mode "$mode"
+    BASE=$((BASE + 1000000000))
+    wrk_run "POST, appendfsync $mode" -s "$HERE/post.lua" "http://127.0.0.1:$APORT" -- "$BASE"
+    SUM[$mode]=$(awk -v a="${SUM[$mode]}" -v b="$LAST_RPS" 'BEGIN {print a + b}')
+  done
+done
+fsync_mode always
+awk -v e="${SUM[everysec]}" -v a="${SUM[always]}" \
+  'BEGIN {printf "== mean req/s: everysec %.0f, always %.0f, ratio always/everysec %.2f\n", e/2, a/2, a/e}'
+
 echo "== load: $CONNS connections, $THREADS wrk threads, ${SECS}s each, loopback, $(nproc) cores shared by everything"
 wrk_run "GET /nuevo (legacy ingest)" "http://127.0.0.1:$APORT/nuevo?dato=23.5&token=bench-token"
-wrk_run "POST /api/v1/averages (new round)" -s "$HERE/post.lua" "http://127.0.0.1:$APORT"
+wrk_run "POST /api/v1/averages (new round)" -s "$HERE/post.lua" "http://127.0.0.1:$APORT" -- 9000000000
 echo "== RSS after load: $(rss_kb) kB, peak: $(hwm_kb) kB"
+
 echo "== stored points: $(redis-cli -p "$RPORT" zcard bench:time)"
 
 # The same Lua script the API runs per legacy ingest, straight from the source.

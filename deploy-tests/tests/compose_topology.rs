@@ -157,6 +157,33 @@ fn zookeeper_healthcheck_words_are_whitelisted() {
 }
 
 #[test]
+fn zookeeper_purges_old_snapshots_and_logs() {
+    for file in all() {
+        for s in services(&file)
+            .iter()
+            .filter(|s| s.name.starts_with("zookeeper"))
+        {
+            let get = |k: &str| -> u32 {
+                s.environment
+                    .get(k)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("{}: {k} must be set (a number)", s.name))
+            };
+            assert!(
+                get("ZOO_AUTOPURGE_PURGEINTERVAL") >= 1,
+                "{}: autopurge on",
+                s.name
+            );
+            assert!(
+                get("ZOO_AUTOPURGE_SNAPRETAINCOUNT") >= 3,
+                "{}: ZooKeeper keeps at least 3 snapshots",
+                s.name
+            );
+        }
+    }
+}
+
+#[test]
 fn ports_api_8080_and_grafana_3000() {
     for file in all() {
         let svcs = services(&file);
@@ -195,6 +222,11 @@ fn redis_keeps_an_append_only_file_on_a_named_volume() {
             .expect("a redis service");
         let cmd = redis.command.join(" ");
         assert!(cmd.contains("--appendonly yes"), "{cmd}");
+        // Acknowledged = durable: the node drops a round from its outbox on the API's answer.
+        assert!(cmd.contains("--appendfsync always"), "{cmd}");
+        assert!(!cmd.contains("everysec"), "{cmd}");
+        // A full Redis refuses writes instead of evicting stored averages.
+        assert!(cmd.contains("--maxmemory-policy noeviction"), "{cmd}");
         let volumes = redis
             .yaml
             .get("volumes")
@@ -365,9 +397,16 @@ fn grafana_is_provisioned_from_the_repo() {
     for file in all() {
         let g = file.service("grafana").expect("svcs").expect("grafana");
         let env = &g.environment;
+        // Asynchronous preinstall: a failed download must not stop Grafana (the built-in
+        // Prometheus datasource keeps working offline, as the README promises).
         assert_eq!(
-            env.get("GF_PLUGINS_PREINSTALL_SYNC").map(String::as_str),
+            env.get("GF_PLUGINS_PREINSTALL").map(String::as_str),
             Some("simpod-json-datasource@0.6.7")
+        );
+        assert!(
+            !env.contains_key("GF_PLUGINS_PREINSTALL_SYNC"),
+            "{}: synchronous preinstall makes Grafana exit when offline",
+            file.path.display()
         );
         assert_eq!(
             env.get("GF_AUTH_ANONYMOUS_ENABLED").map(String::as_str),
@@ -418,6 +457,80 @@ fn grafana_is_provisioned_from_the_repo() {
             on_disk.display()
         );
     }
+}
+
+#[test]
+fn our_image_is_built_once_and_the_others_wait_for_it() {
+    for file in all() {
+        let svcs = services(&file);
+        let building: Vec<&str> = svcs
+            .iter()
+            .filter(|s| s.yaml.get("build").is_some())
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(
+            building,
+            ["api"],
+            "{}: only the api builds zk-sensors:local (parallel builds of one tag race)",
+            file.path.display()
+        );
+        for s in svcs.iter().filter(|s| s.built_here && s.name != "api") {
+            assert_eq!(s.image.as_deref(), Some("zk-sensors:local"), "{}", s.name);
+            assert!(
+                s.depends_on.contains_key("api"),
+                "{}: must start after the api, which builds its image",
+                s.name
+            );
+            assert_eq!(
+                s.yaml.get("pull_policy").and_then(Value::as_str),
+                Some("never"),
+                "{}: the image is local, never pulled",
+                s.name
+            );
+        }
+    }
+}
+
+/// Both files are usually run from one directory, i.e. one Compose project: they must not
+/// share a named volume, or switching files would pair one set-up's Redis history with the
+/// other's fresh ZooKeeper. (Distinct volumes rather than a top-level `name:`, which
+/// docker-compose 1.x rejects.)
+#[test]
+fn the_two_files_share_no_volume() {
+    let volumes: Vec<BTreeSet<String>> = all()
+        .iter()
+        .map(|f| {
+            let declared: BTreeSet<String> = f
+                .document
+                .get("volumes")
+                .and_then(Value::as_mapping)
+                .expect("volumes")
+                .keys()
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect();
+            for s in services(f) {
+                for v in s
+                    .yaml
+                    .get("volumes")
+                    .and_then(Value::as_sequence)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                {
+                    let src = v.split(':').next().unwrap_or_default();
+                    if !src.starts_with('.') && !src.starts_with('/') {
+                        assert!(declared.contains(src), "{}: {src} undeclared", s.name);
+                    }
+                }
+            }
+            declared
+        })
+        .collect();
+    let shared: Vec<&String> = volumes[0].intersection(&volumes[1]).collect();
+    assert!(
+        shared.is_empty(),
+        "volumes shared by both files: {shared:?}"
+    );
 }
 
 #[test]

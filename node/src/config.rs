@@ -263,16 +263,52 @@ fn parse_session_timeout_ms(raw: &str) -> Result<u64, ConfigError> {
     Ok(ms)
 }
 
+/// ZooKeeper's default `jute.maxbuffer`: the largest packet a server or a Java/kazoo client
+/// accepts (0xfffff bytes). A `getChildren` answer larger than this cannot be read.
+pub const JUTE_MAXBUFFER: usize = 0xfffff;
+/// Bytes one outbox child name takes in a `getChildren` answer: a 4-byte length and the
+/// 20-digit round number ([`layout::outbox_entry`]).
+pub const OUTBOX_CHILD_WIRE_BYTES: usize = 4 + 20;
+/// Most rounds the outbox may hold: its child list must fit one ZooKeeper answer, with 1 KiB
+/// left for the reply header, the vector length and a stat (43 648).
+pub const MAX_OUTBOX_LIMIT: usize = (JUTE_MAXBUFFER - 1024) / OUTBOX_CHILD_WIRE_BYTES;
+
 fn parse_outbox_limit(raw: &str) -> Result<usize, ConfigError> {
     let n: usize = raw
         .trim()
         .parse()
         .map_err(|_| ConfigError::invalid("outbox_limit", raw, "not a positive integer"))?;
-    if !(1..=1_000_000).contains(&n) {
+    if n == 0 {
         return Err(ConfigError::invalid(
             "outbox_limit",
             raw,
-            "must be between 1 and 1000000",
+            "OUTBOX_LIMIT (--outbox-limit) must be at least 1",
+        ));
+    }
+    if n > MAX_OUTBOX_LIMIT {
+        return Err(ConfigError::invalid(
+            "outbox_limit",
+            raw,
+            format!(
+                "OUTBOX_LIMIT (--outbox-limit) must be at most {MAX_OUTBOX_LIMIT}: the outbox's \
+                 child list ({OUTBOX_CHILD_WIRE_BYTES} bytes per round) must fit ZooKeeper's \
+                 {JUTE_MAXBUFFER}-byte answer limit (jute.maxbuffer)"
+            ),
+        ));
+    }
+    Ok(n)
+}
+
+fn parse_conflicts_limit(raw: &str) -> Result<usize, ConfigError> {
+    let n: usize = raw
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::invalid("conflicts_limit", raw, "not a positive integer"))?;
+    if n == 0 || n > MAX_OUTBOX_LIMIT {
+        return Err(ConfigError::invalid(
+            "conflicts_limit",
+            raw,
+            format!("CONFLICTS_LIMIT (--conflicts-limit) must be between 1 and {MAX_OUTBOX_LIMIT}: its child list must fit one ZooKeeper answer (jute.maxbuffer)"),
         ));
     }
     Ok(n)
@@ -392,6 +428,7 @@ pub struct NodeArgs {
 
     /// Most committed-but-undelivered rounds kept in ZooKeeper while the API is down; at
     /// the bound the leader stops opening rounds (back-pressure, never silent loss).
+    /// 1..=43648: the outbox's child list must fit one ZooKeeper answer (jute.maxbuffer).
     #[arg(
         long,
         env = "OUTBOX_LIMIT",
@@ -401,6 +438,19 @@ pub struct NodeArgs {
         value_parser = parse_outbox_limit
     )]
     pub outbox_limit: usize,
+
+    /// Most rounds kept under /rounds/conflicts (refused by the API for good, set aside for
+    /// an operator); beyond it the oldest are dropped with an error log naming each round.
+    /// 1..=43648 (the child list must fit one ZooKeeper answer).
+    #[arg(
+        long,
+        env = "CONFLICTS_LIMIT",
+        value_name = "ROUNDS",
+        allow_negative_numbers = true,
+        default_value = "1000",
+        value_parser = parse_conflicts_limit
+    )]
+    pub conflicts_limit: usize,
 
     /// Log format on stderr (filter with RUST_LOG).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -421,6 +471,7 @@ impl fmt::Debug for NodeArgs {
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
             .field("session_timeout_ms", &self.session_timeout_ms)
             .field("outbox_limit", &self.outbox_limit)
+            .field("conflicts_limit", &self.conflicts_limit)
             .field("log_format", &self.log_format)
             .field("check_config", &self.check_config)
             .finish()
@@ -456,6 +507,8 @@ pub struct NodeConfig {
     pub session_timeout: Duration,
     /// Bound of the outbox (rounds).
     pub outbox_limit: usize,
+    /// Bound of /rounds/conflicts (rounds); the oldest are dropped beyond it.
+    pub conflicts_limit: usize,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -490,6 +543,7 @@ impl NodeArgs {
             api_token: self.api_token.clone(),
             session_timeout: Duration::from_millis(self.session_timeout_ms),
             outbox_limit: self.outbox_limit,
+            conflicts_limit: self.conflicts_limit,
             log_format: self.log_format,
         })
     }
@@ -541,6 +595,7 @@ impl NodeConfig {
                 self.session_timeout.as_millis().to_string(),
             ),
             ("outbox_limit", self.outbox_limit.to_string()),
+            ("conflicts_limit", self.conflicts_limit.to_string()),
             ("log_format", self.log_format.to_string()),
         ];
         let mut out = String::new();
@@ -562,6 +617,7 @@ impl fmt::Debug for NodeConfig {
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
             .field("session_timeout", &self.session_timeout)
             .field("outbox_limit", &self.outbox_limit)
+            .field("conflicts_limit", &self.conflicts_limit)
             .field("log_format", &self.log_format)
             .finish()
     }

@@ -1,4 +1,5 @@
-//! `sensorctl`: read and change the live config, and show the cluster's state.
+//! `sensorctl`: read and change the live config, show the cluster's state, and manage the
+//! rounds the leader set aside under `/rounds/conflicts` (list, purge).
 //!
 //! The binary (`src/bin/sensorctl.rs`) only parses [`CtlArgs`] and calls [`run`]; everything
 //! else lives here so tests can reach it. Values are validated with the same functions the
@@ -19,6 +20,7 @@ use crate::config::{
     parse_api_url, parse_sampling_period, parse_zk_hosts, ConfigError, DEFAULT_SAMPLING_PERIOD,
 };
 use crate::layout;
+use crate::outbox::{conflict_entry, CONFLICTS};
 use crate::zk::{self, Election, Session, SessionConfig, ZkError};
 
 /// Command line of `sensorctl`.
@@ -71,11 +73,37 @@ pub enum CtlCommand {
     /// Read or change the live config (/config/*), applied by running nodes without restart.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Show leader, live nodes and their last reading, round, counter, delivery and config.
+    /// Show leader, live nodes and their last reading, round, counter, delivery, set-aside
+    /// rounds and config.
     Status {
         /// Print JSON (stable field names) instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Rounds the API refused for good (it holds another value for them), set aside by the
+    /// leader under /rounds/conflicts.
+    #[command(subcommand)]
+    Conflicts(ConflictsCommand),
+}
+
+/// `sensorctl conflicts ...`.
+#[derive(Clone, Debug, Subcommand)]
+pub enum ConflictsCommand {
+    /// List the set-aside rounds, oldest first, with the value the fleet computed.
+    List {
+        /// Print JSON (an array of the stored results) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete set-aside rounds once inspected: one (--round N) or all (--all).
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["round", "all"])))]
+    Purge {
+        /// Delete this round only.
+        #[arg(long, value_name = "N")]
+        round: Option<u64>,
+        /// Delete every set-aside round.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -177,6 +205,9 @@ pub enum CtlError {
     /// ZooKeeper answered with an error, or stopped answering. Exit 1.
     #[error(transparent)]
     Zk(#[from] ZkError),
+    /// The named round is not among the set-aside rounds. Exit 1.
+    #[error("round {0} is not set aside under /rounds/conflicts")]
+    NoSuchConflict(u64),
 }
 
 impl CtlError {
@@ -184,7 +215,7 @@ impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CtlError::Invalid(_) => 2,
-            CtlError::Unreachable { .. } | CtlError::Zk(_) => 1,
+            CtlError::Unreachable { .. } | CtlError::Zk(_) | CtlError::NoSuchConflict(_) => 1,
         }
     }
 }
@@ -272,6 +303,15 @@ pub struct RoundStatus {
     pub last_committed: Option<u64>,
 }
 
+/// The set-aside rounds as `status` reports them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConflictsStatus {
+    /// How many rounds are set aside (0 when `/rounds/conflicts` is absent).
+    pub count: usize,
+    /// The newest (highest) set-aside round.
+    pub newest: Option<u64>,
+}
+
 /// The live config as `status` reports it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ConfigStatus {
@@ -299,6 +339,8 @@ pub struct ClusterStatus {
     pub last_delivered: Option<u64>,
     /// Children of `/rounds/outbox`: committed rounds waiting for delivery.
     pub outbox_depth: Option<usize>,
+    /// Rounds set aside under `/rounds/conflicts` (the API holds another value for them).
+    pub conflicts: ConflictsStatus,
     /// The live config.
     pub config: ConfigStatus,
 }
@@ -478,6 +520,13 @@ pub async fn status(session: &Session, timeout: Duration) -> Result<ClusterStatu
                 outbox_depth: children_opt(&client, layout::OUTBOX)
                     .await?
                     .map(|c| c.len()),
+                conflicts: {
+                    let rounds = conflict_rounds(&client).await?;
+                    ConflictsStatus {
+                        count: rounds.len(),
+                        newest: rounds.last().copied(),
+                    }
+                },
                 config: ConfigStatus {
                     sampling_period,
                     api_url,
@@ -487,6 +536,110 @@ pub async fn status(session: &Session, timeout: Duration) -> Result<ClusterStatu
     })
     .await?;
     Ok(status)
+}
+
+/// Round numbers under `/rounds/conflicts`, ascending (empty when it is absent).
+async fn conflict_rounds(client: &zkc::Client) -> Result<Vec<u64>, ZkError> {
+    let mut rounds: Vec<u64> = children_opt(client, CONFLICTS)
+        .await?
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    rounds.sort_unstable();
+    Ok(rounds)
+}
+
+/// One set-aside round: its number and the result the fleet computed (the outbox JSON, kept
+/// as stored so fields added later still show).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Conflict {
+    /// The round.
+    pub round: u64,
+    /// The stored result; a string when the data is not JSON.
+    pub result: serde_json::Value,
+}
+
+/// Every set-aside round, oldest first. Entries that vanish while listing are skipped.
+pub async fn conflicts_list(
+    session: &Session,
+    timeout: Duration,
+) -> Result<Vec<Conflict>, CtlError> {
+    let list = zk::retrying(session, timeout, |client| async move {
+        let mut out = Vec::new();
+        for round in conflict_rounds(&client).await? {
+            if let Some((data, _)) = get_opt(&client, &conflict_entry(round)).await? {
+                let result = serde_json::from_slice(&data).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(&data).into_owned())
+                });
+                out.push(Conflict { round, result });
+            }
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(list)
+}
+
+/// Deletes set-aside round `round`, or all of them (`None`). Returns the rounds deleted;
+/// [`CtlError::NoSuchConflict`] if the one named is not there.
+pub async fn conflicts_purge(
+    session: &Session,
+    round: Option<u64>,
+    timeout: Duration,
+) -> Result<Vec<u64>, CtlError> {
+    let deleted = zk::retrying(session, timeout, |client| async move {
+        let rounds = match round {
+            Some(r) => vec![r],
+            None => conflict_rounds(&client).await?,
+        };
+        let mut deleted = Vec::new();
+        for r in rounds {
+            let path = conflict_entry(r);
+            match client.delete(&path, None).await {
+                Ok(()) => deleted.push(r),
+                // Gone already (a retry after a lost answer, or another operator).
+                Err(zkc::Error::NoNode) => {}
+                Err(e) => return Err(ZkError::zk("delete", &path, e)),
+            }
+        }
+        Ok(deleted)
+    })
+    .await?;
+    match round {
+        Some(r) if deleted.is_empty() => Err(CtlError::NoSuchConflict(r)),
+        _ => Ok(deleted),
+    }
+}
+
+/// `conflicts list` as text: one line per round.
+pub fn render_conflicts(list: &[Conflict]) -> String {
+    if list.is_empty() {
+        return "no set-aside rounds\n".to_string();
+    }
+    let mut out = format!(
+        "{:>10}  {:>10}  {:>7}  {:<12}  TAKEN AT\n",
+        "ROUND", "VALUE", "SAMPLES", "LEADER"
+    );
+    for c in list {
+        let field = |k: &str| -> String {
+            match c.result.get(k) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(v) if !v.is_null() => v.to_string(),
+                _ => "?".to_string(),
+            }
+        };
+        let _ = writeln!(
+            out,
+            "{:>10}  {:>10}  {:>7}  {:<12}  {}",
+            c.round,
+            field("value"),
+            field("samples"),
+            field("leader"),
+            field("taken_at")
+        );
+    }
+    out
 }
 
 const ABSENT: &str = "(absent)";
@@ -557,6 +710,16 @@ pub fn render_status(s: &ClusterStatus) -> String {
         s.outbox_depth
             .map(|n| format!("{n} round(s) waiting for delivery"))
             .unwrap_or_else(|| ABSENT.to_string()),
+    );
+    line(
+        "conflicts",
+        match s.conflicts.newest {
+            Some(newest) => format!(
+                "{} round(s) set aside, newest {newest} (sensorctl conflicts list)",
+                s.conflicts.count
+            ),
+            None => "none".to_string(),
+        },
     );
     line("counter", opt(&s.counter));
     for e in [&s.config.sampling_period, &s.config.api_url] {
@@ -639,6 +802,27 @@ async fn run_connected(session: &Session, args: &CtlArgs) -> Result<String, CtlE
             } else {
                 format!("{} was not set\n", key.name())
             })
+        }
+        CtlCommand::Conflicts(ConflictsCommand::List { json }) => {
+            let list = conflicts_list(session, timeout).await?;
+            if *json {
+                let text = serde_json::to_string_pretty(&list).unwrap_or_default();
+                Ok(format!("{text}\n"))
+            } else {
+                Ok(render_conflicts(&list))
+            }
+        }
+        CtlCommand::Conflicts(ConflictsCommand::Purge { round, .. }) => {
+            let deleted = conflicts_purge(session, *round, timeout).await?;
+            Ok(format!(
+                "{} set-aside round(s) deleted{}\n",
+                deleted.len(),
+                match deleted.as_slice() {
+                    [] => String::new(),
+                    [one] => format!(": {one}"),
+                    [first, .., last] => format!(": {first}..{last}"),
+                }
+            ))
         }
         CtlCommand::Status { json } => {
             let s = status(session, timeout).await?;

@@ -10,6 +10,9 @@ pub const ELECTION: &str = "/election";
 pub const BARRIER: &str = "/barrier";
 /// Parent of the readings: `/mediciones/<id>`, ephemeral, data = reading as ASCII decimal.
 pub const READINGS: &str = "/mediciones";
+/// Id claims: `/node-ids/<id>`, ephemeral, held by the one process running node `id`
+/// (see [`crate::claim`]). Ours; kazoo ignores it.
+pub const NODE_IDS: &str = "/node-ids";
 /// kazoo `Counter`: readings taken cluster-wide, ASCII integer.
 pub const COUNTER: &str = "/counter";
 /// Our counter's exactly-once markers: `/counter-writers/<uuid>`, ephemeral, one per
@@ -38,6 +41,11 @@ pub const OUTBOX: &str = "/rounds/outbox";
 /// The outbox znode of round `round` (zero-padded so names sort in round order).
 pub fn outbox_entry(round: u64) -> String {
     format!("{OUTBOX}/{round:020}")
+}
+
+/// The claim znode of node `id`.
+pub fn node_claim(id: &str) -> String {
+    format!("{NODE_IDS}/{id}")
 }
 
 /// The reading znode of node `id`.

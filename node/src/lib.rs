@@ -8,6 +8,7 @@
 //! | `/election/<uuid>__lock__<seq>` | ephemeral-sequential | every node | node id (kazoo `Election`) |
 //! | `/barrier` | persistent | the leader | round number, ASCII (kazoo `Barrier` ignores data): up while a round runs |
 //! | `/mediciones/<id>` | ephemeral | each node | its latest reading, ASCII decimal |
+//! | `/node-ids/<id>` | ephemeral | each node | claims the id: one live process per id ([`claim`]) |
 //! | `/counter` | persistent | each node | readings taken cluster-wide, ASCII integer (kazoo `Counter`) |
 //! | `/counter-writers/<uuid>` | ephemeral | each node | marker written with each increment: exactly-once after a lost answer |
 //! | `/config/sampling_period`, `/config/api_url` | persistent | operators (`sensorctl`) | live config |
@@ -37,6 +38,7 @@
 
 #![warn(missing_docs)]
 
+pub mod claim;
 pub mod config;
 pub mod ctl;
 pub mod delivery;

@@ -7,6 +7,9 @@
 //!   [`round::log_membership`] side by side; when leadership is lost, stop all three and
 //!   campaign again. A node never stops contending because of an error.
 //!
+//! Before any of them, the node claims its id ([`claim`]): a second live process with the
+//! same id refuses to start, and [`run`] returns [`NodeError::IdInUse`].
+//!
 //! Shutdown (SIGINT/SIGTERM): stop the tasks, resign leadership (delete the election znode)
 //! and close the session so `/mediciones/<id>` disappears at once: failover does not wait for
 //! a session timeout. An open round is abandoned; the next leader resumes it.
@@ -15,6 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
+use crate::claim::{self, ClaimError};
 use crate::config::{self, LiveConfig, NodeConfig};
 use crate::delivery::Delivery;
 use crate::layout;
@@ -28,6 +32,9 @@ pub enum NodeError {
     /// The HTTP client for delivery could not be built (TLS backend initialisation).
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    /// Another live process runs with this node id (see [`crate::claim`]).
+    #[error(transparent)]
+    IdInUse(ClaimError),
 }
 
 /// Runs a node until `shutdown` resolves, then leaves cleanly.
@@ -38,10 +45,28 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let session = Session::start(settings.session_config());
     tracing::info!(node = %settings.id, hosts = %settings.zk, "sensor node starting");
+    tokio::pin!(shutdown);
+    let claimed = tokio::select! {
+        c = claim::acquire(&session, &settings.id) => c,
+        _ = &mut shutdown => {
+            session.close();
+            return Ok(());
+        }
+    };
+    let claimed = match claimed {
+        Ok(generation) => generation,
+        Err(e) => {
+            session.close();
+            tracing::error!(node = %settings.id, error = %e, "refusing to start");
+            return Err(NodeError::IdInUse(e));
+        }
+    };
+    let claim = tokio::spawn(claim::hold(session.clone(), settings.id.clone(), claimed));
     let live = config::watch_live_config(&session, settings.live_defaults());
     let period = period_of(live.clone());
     let delivery = Delivery::new(settings.api_token.clone(), live.clone(), &session)?;
-    let outbox = Outbox::new(session.clone(), settings.outbox_limit);
+    let outbox = Outbox::new(session.clone(), settings.outbox_limit)
+        .with_conflicts_limit(settings.conflicts_limit);
 
     let (stop_sensor, sensor_stop) = watch::channel(false);
     let sensor = tokio::spawn(round::run_sensor(
@@ -58,7 +83,25 @@ pub async fn run(
     let (resign_tx, resign_rx) = watch::channel(false);
     let campaign = tokio::spawn(campaign_loop(leader_ctx, delivery, resign_rx));
 
-    shutdown.await;
+    let taken = tokio::select! {
+        _ = &mut shutdown => None,
+        e = claim => match e {
+            Ok(e @ ClaimError::Held { .. }) => Some(e),
+            // Closed, or a ZooKeeper error (e.g. no permission): keep running unclaimed.
+            other => {
+                if let Ok(ClaimError::Zk(e)) = &other {
+                    if !matches!(e, ZkError::Closed) {
+                        tracing::warn!(node = %settings.id, error = %e, "cannot keep the node id claim");
+                    }
+                }
+                shutdown.await;
+                None
+            }
+        },
+    };
+    if let Some(e) = &taken {
+        tracing::error!(node = %settings.id, error = %e, "node id taken by another process while our session was gone; stopping");
+    }
     tracing::info!(node = %settings.id, "shutting down: resigning and closing the session");
     resign_tx.send_replace(true);
     // The campaign loop resigns (deletes its election znode) before returning.
@@ -70,7 +113,10 @@ pub async fn run(
     // Give the close request a moment to reach ZooKeeper.
     tokio::time::sleep(Duration::from_millis(100)).await;
     tracing::info!(node = %settings.id, "stopped");
-    Ok(())
+    match taken {
+        Some(e) => Err(NodeError::IdInUse(e)),
+        None => Ok(()),
+    }
 }
 
 /// The sampling period as its own channel (the leader only needs that field).

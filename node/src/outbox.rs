@@ -11,7 +11,15 @@
 //! The outbox is bounded ([`Outbox::limit`]): at the bound the leader stops opening rounds
 //! (back-pressure, logged) until delivery makes room. Nothing is ever dropped silently: a
 //! round the API refuses for good (a different value already stored) is moved to
-//! [`CONFLICTS`] for an operator to inspect.
+//! [`CONFLICTS`] for an operator to inspect (`sensorctl status`, `sensorctl conflicts list`,
+//! `sensorctl conflicts purge`).
+//!
+//! [`CONFLICTS`] is bounded too ([`Outbox::conflicts_limit`]), by dropping the **oldest**
+//! set-aside rounds, each with an error log naming the round and its value, in the same
+//! transaction that sets the new one aside. Not by pausing rounds: a set-aside round is one
+//! the API already holds a value for, so the fleet's output is not at stake, only the
+//! evidence of the disagreement; stopping the fleet for it would turn an operator's to-do
+//! into an outage.
 
 use std::time::Duration;
 
@@ -29,25 +37,42 @@ pub const CONFLICTS: &str = "/rounds/conflicts";
 /// Most rounds sent in one POST when draining a backlog.
 pub const BATCH: usize = 100;
 
+/// Set-aside rounds kept by default (`CONFLICTS_LIMIT`).
+pub const DEFAULT_CONFLICTS_LIMIT: usize = 1000;
+
 /// Access to the outbox.
 #[derive(Clone, Debug)]
 pub struct Outbox {
     session: Session,
     limit: usize,
+    conflicts_limit: usize,
 }
 
 impl Outbox {
-    /// An outbox holding at most `limit` undelivered rounds.
+    /// An outbox holding at most `limit` undelivered rounds (and the default number of
+    /// set-aside rounds).
     pub fn new(session: Session, limit: usize) -> Self {
         Outbox {
             session,
             limit: limit.max(1),
+            conflicts_limit: DEFAULT_CONFLICTS_LIMIT,
         }
+    }
+
+    /// The same outbox keeping at most `limit` set-aside rounds under [`CONFLICTS`].
+    pub fn with_conflicts_limit(mut self, limit: usize) -> Self {
+        self.conflicts_limit = limit.max(1);
+        self
     }
 
     /// The bound on undelivered rounds.
     pub fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// The bound on set-aside rounds (the oldest are dropped beyond it).
+    pub fn conflicts_limit(&self) -> usize {
+        self.conflicts_limit
     }
 
     /// Round numbers waiting in the outbox, ascending.
@@ -139,7 +164,9 @@ impl Outbox {
     }
 
     /// Moves a round the API refused for good to [`CONFLICTS`] (guarded like
-    /// [`Outbox::acknowledge`]), so the queue moves on and the value is kept.
+    /// [`Outbox::acknowledge`]), so the queue moves on and the value is kept. At the bound
+    /// ([`Outbox::conflicts_limit`]) the oldest set-aside rounds are dropped in the same
+    /// transaction, each logged as an error naming the round.
     pub async fn set_aside(
         &self,
         leader: &Leadership,
@@ -151,20 +178,42 @@ impl Outbox {
             path: CONFLICTS.into(),
             reason: e.to_string(),
         })?;
+        let mut kept: Vec<u64> = client
+            .list_children(CONFLICTS)
+            .await
+            .map_err(|e| ZkError::zk("list", CONFLICTS, e))?
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .filter(|r| *r != result.round)
+            .collect();
+        kept.sort_unstable();
+        let excess = (kept.len() + 1).saturating_sub(self.conflicts_limit);
+        let dropped = &kept[..excess.min(kept.len())];
         let mut txn = client.new_multi_writer();
         let bad = |e| ZkError::zk("multi", CONFLICTS, e);
         txn.add_check_version(leader.guard_path(), 0).map_err(bad)?;
+        for r in dropped {
+            txn.add_delete(&conflict_entry(*r), None).map_err(bad)?;
+        }
         txn.add_delete(&layout::outbox_entry(result.round), None)
             .map_err(bad)?;
-        txn.add_create(
-            &format!("{CONFLICTS}/{:020}", result.round),
-            &data,
-            &zk::persistent(),
-        )
-        .map_err(bad)?;
+        txn.add_create(&conflict_entry(result.round), &data, &zk::persistent())
+            .map_err(bad)?;
         txn.commit().await.map_err(|e| multi_error(CONFLICTS, e))?;
+        for r in dropped {
+            tracing::error!(
+                round = *r,
+                limit = self.conflicts_limit,
+                "set-aside round dropped: /rounds/conflicts is at CONFLICTS_LIMIT (the API keeps its own value for this round)"
+            );
+        }
         Ok(())
     }
+}
+
+/// The znode of set-aside round `round` (20 digits, like the outbox, so names sort).
+pub fn conflict_entry(round: u64) -> String {
+    format!("{CONFLICTS}/{round:020}")
 }
 
 /// A number stored as ASCII in a znode, with the version to compare-and-set against

@@ -284,6 +284,7 @@ fn sensor_node(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         "API_TOKEN",
         "SESSION_TIMEOUT_MS",
         "OUTBOX_LIMIT",
+        "CONFLICTS_LIMIT",
         "LOG_FORMAT",
     ] {
         cmd.env_remove(var);
@@ -337,6 +338,34 @@ fn sensor_node_check_config_prints_redacted_config_and_bad_values_exit_2() {
         assert!(err.contains(flag) && err.contains(name), "{env:?}: {err}");
     }
 
+    // OUTBOX_LIMIT is bounded so the outbox's child list fits one ZooKeeper answer.
+    let max = sensor_node::config::MAX_OUTBOX_LIMIT.to_string();
+    let over = (sensor_node::config::MAX_OUTBOX_LIMIT + 1).to_string();
+    let ok = sensor_node(&["--check-config", "--id", "n7"], &[("OUTBOX_LIMIT", &max)]);
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    for value in [over.as_str(), "100000", "1000000"] {
+        let o = sensor_node(
+            &["--check-config", "--id", "n7"],
+            &[("OUTBOX_LIMIT", value)],
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "OUTBOX_LIMIT={value}: {err}");
+        assert!(
+            err.contains("OUTBOX_LIMIT") && err.contains(&max) && err.contains("jute.maxbuffer"),
+            "OUTBOX_LIMIT={value}: {err}"
+        );
+    }
+
+    for value in ["0", over.as_str()] {
+        let o = sensor_node(
+            &["--check-config", "--id", "n7"],
+            &[("CONFLICTS_LIMIT", value)],
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "CONFLICTS_LIMIT={value}: {err}");
+        assert!(err.contains("CONFLICTS_LIMIT"), "{err}");
+    }
+
     let help = sensor_node(&["--help"], &[]);
     let text = String::from_utf8_lossy(&help.stdout);
     for documented in [
@@ -354,6 +383,8 @@ fn sensor_node_check_config_prints_redacted_config_and_bad_values_exit_2() {
         "SESSION_TIMEOUT_MS",
         "--outbox-limit",
         "OUTBOX_LIMIT",
+        "--conflicts-limit",
+        "CONFLICTS_LIMIT",
         "--log-format",
         "LOG_FORMAT",
         "--check-config",

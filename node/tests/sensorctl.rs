@@ -290,3 +290,114 @@ async fn help_documents_every_flag_and_env_var() {
     let o = sensorctl(&["status", "--help"], &[]).await;
     assert!(stdout(&o).contains("--json"));
 }
+
+/// A result as the leader commits it (built from JSON so fields added later with defaults
+/// keep this test compiling).
+fn result(round: u64, value: f64) -> sensor_node::RoundResult {
+    serde_json::from_value(serde_json::json!({
+        "round": round, "value": value, "samples": 3, "leader": "n1",
+        "fencing": 7, "taken_at": "2026-11-26T12:00:00Z"
+    }))
+    .expect("a RoundResult")
+}
+
+/// The leader sets rounds aside through the real outbox code, bounded at 3 (the oldest
+/// dropped); `sensorctl status` shows them, `conflicts list` lists them, `conflicts purge`
+/// removes one or all.
+#[tokio::test]
+async fn set_aside_rounds_are_bounded_shown_listed_and_purged() {
+    use sensor_node::outbox::{conflict_entry, Outbox, CONFLICTS};
+    use sensor_node::zk::Election;
+
+    let chroot = testkit::unique_chroot("ctl-conflicts");
+    let zk = hosts(&chroot);
+    let session = connected(&chroot).await;
+    let leader = Election::new(session.clone(), layout::ELECTION, "n1")
+        .campaign()
+        .await
+        .expect("leads");
+    let outbox = Outbox::new(session.clone(), 100).with_conflicts_limit(3);
+    for round in 1..=5 {
+        let r = result(round, 20.0 + round as f64);
+        put(
+            &session,
+            &layout::outbox_entry(round),
+            &serde_json::to_string(&r).unwrap(),
+        )
+        .await;
+        outbox.set_aside(&leader, &r).await.expect("set aside");
+        assert_eq!(read(&session, &layout::outbox_entry(round)).await, None);
+    }
+    // Bounded: the two oldest went, 3..=5 stay with their values.
+    let mut kept = session
+        .client()
+        .unwrap()
+        .list_children(CONFLICTS)
+        .await
+        .unwrap();
+    kept.sort();
+    assert_eq!(
+        kept,
+        [3, 4, 5].map(|r| conflict_entry(r)[CONFLICTS.len() + 1..].to_string())
+    );
+
+    let o = sensorctl(&["--zk", &zk, "status", "--json"], &[]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["conflicts"], serde_json::json!({"count": 3, "newest": 5}));
+    let o = sensorctl(&["--zk", &zk, "status"], &[]).await;
+    assert!(
+        stdout(&o).contains("conflicts        3 round(s) set aside, newest 5"),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = sensorctl(&["--zk", &zk, "conflicts", "list", "--json"], &[]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rounds: Vec<u64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["round"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rounds, [3, 4, 5]);
+    assert_eq!(v[0]["result"]["value"], 23.0);
+    let o = sensorctl(&["--zk", &zk, "conflicts", "list"], &[]).await;
+    let text = stdout(&o);
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with('4'))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("24") && line.contains("n1"), "{line}");
+
+    // Purge: one needs a target; an absent round exits 1; then one, then all.
+    let o = sensorctl(&["--zk", &zk, "conflicts", "purge"], &[]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = sensorctl(&["--zk", &zk, "conflicts", "purge", "--round", "1"], &[]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("round 1 is not set aside"),
+        "{}",
+        stderr(&o)
+    );
+    let o = sensorctl(&["--zk", &zk, "conflicts", "purge", "--round", "4"], &[]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read(&session, &conflict_entry(4)).await, None);
+    assert!(read(&session, &conflict_entry(3)).await.is_some());
+    let o = sensorctl(&["--zk", &zk, "conflicts", "purge", "--all"], &[]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("2 set-aside round(s) deleted"),
+        "{}",
+        stdout(&o)
+    );
+    let o = sensorctl(&["--zk", &zk, "status", "--json"], &[]).await;
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["conflicts"],
+        serde_json::json!({"count": 0, "newest": null})
+    );
+    leader.resign().await;
+    session.close();
+}

@@ -240,7 +240,8 @@ pub struct Service {
     pub name: String,
     /// `image:`, if any.
     pub image: Option<String>,
-    /// Whether the service is built from our Dockerfile (`build:` present): one of ours.
+    /// Whether the service runs the image of our Dockerfile: `build:` present, or its
+    /// `image:` is the one another service of the file builds. One of ours.
     pub built_here: bool,
     /// `command:` as argv (a string command is split on whitespace).
     pub command: Vec<String>,
@@ -301,7 +302,7 @@ impl ComposeFile {
             .ok_or_else(|| {
                 ComposeError::Shape(format!("{}: no services mapping", self.path.display()))
             })?;
-        services
+        let mut out = services
             .iter()
             .map(|(name, yaml)| {
                 let name = name.as_str().ok_or_else(|| {
@@ -309,7 +310,19 @@ impl ComposeFile {
                 })?;
                 Service::from_yaml(name, yaml)
             })
-            .collect()
+            .collect::<Result<Vec<Service>, ComposeError>>()?;
+        // A service that only names the image another service builds runs it too.
+        let built: BTreeSet<String> = out
+            .iter()
+            .filter(|s| s.built_here)
+            .filter_map(|s| s.image.clone())
+            .collect();
+        for s in &mut out {
+            if s.image.as_ref().is_some_and(|i| built.contains(i)) {
+                s.built_here = true;
+            }
+        }
+        Ok(out)
     }
 
     /// The services built from our Dockerfile (they run our binaries).

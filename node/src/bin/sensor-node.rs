@@ -19,7 +19,11 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", config.render());
         return Ok(());
     }
-    sensor_node::node::run(config, shutdown_signal()).await?;
+    if let Err(e) = sensor_node::node::run(config, shutdown_signal()).await {
+        // e.g. the node id is in use by another live process: exit 1, naming it.
+        eprintln!("sensor-node: {e}");
+        std::process::exit(1);
+    }
     Ok(())
 }
 

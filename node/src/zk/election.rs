@@ -15,6 +15,18 @@
 //! so tokens strictly increase across leaders, even if `/election` is deleted and re-created.
 //! A write guarded by [`Leadership::guard_path`] (a `check` in a multi) can only commit while
 //! our znode exists.
+//!
+//! Contender znodes of our own are removed for sure, or the election stalls: an old znode of
+//! a live session keeps its place in the queue, and everyone behind it (including this
+//! process's next contender) waits for it forever. So:
+//!
+//! | Where | What happens to our old znode |
+//! |---|---|
+//! | [`Leadership::resign`], dropping a [`Leadership`], a cancelled [`Election::campaign`] | deleted, retried through connection loss until ZooKeeper confirms it or the session that owns it ends (expired or closed: the znode goes with it) |
+//! | each [`Election::campaign`], once per session | contender znodes owned by *this* session under a prefix other than the campaign's own are leftovers (a delete lost some other way) and are deleted first |
+//!
+//! Invariant this relies on: at most one campaign per session and election path (a session
+//! is one process's; `sensor-node` runs one campaign loop).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,7 +37,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use zookeeper_client as zk;
 
-use super::{ensure_path, ConnState, Session, ZkError};
+use super::{ensure_path, session, ConnState, Session, ZkError};
 
 /// kazoo's marker between the uuid prefix and the sequence number.
 pub const LOCK_MARKER: &str = "__lock__";
@@ -107,13 +119,28 @@ impl Election {
             node: None,
         };
         let mut status = self.session.status();
+        let mut swept: Option<u64> = None;
         loop {
             if self.session.is_closed() {
                 return Err(ZkError::Closed);
             }
             let client = self.session.wait_connected().await?;
             let generation = status.borrow_and_update().generation;
-            match self.try_lead(&client, &prefix, &mut guard).await {
+            if swept != Some(generation) {
+                match self.remove_leftovers(&client, &prefix).await {
+                    Ok(()) => swept = Some(generation),
+                    Err(e) if e.is_transient() => {
+                        tracing::debug!(error = %e, "election: transient error, retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            match self
+                .try_lead(&client, &prefix, generation, &mut guard)
+                .await
+            {
                 Ok(Some((node, czxid, sequence, confirmed))) => {
                     guard.node = None;
                     let lease = Lease::new(confirmed + lease_length(client.session_timeout()));
@@ -136,12 +163,46 @@ impl Election {
         }
     }
 
+    /// Deletes contender znodes that `client`'s session owns under a prefix other than
+    /// `prefix`: leftovers of an earlier campaign of this process whose delete was lost. They
+    /// would otherwise sit in the queue for as long as the session lives.
+    async fn remove_leftovers(&self, client: &zk::Client, prefix: &str) -> Result<(), ZkError> {
+        let my_session = client.session_id().0;
+        let children = match client.list_children(&self.path).await {
+            Ok(c) => c,
+            Err(zk::Error::NoNode) => return Ok(()),
+            Err(e) => return Err(ZkError::zk("list", &self.path, e)),
+        };
+        for name in children {
+            if name.starts_with(prefix) || contender_sequence(&name).is_none() {
+                continue;
+            }
+            let path = format!("{}/{}", self.path, name);
+            let stat = match client.check_stat(&path).await {
+                Ok(Some(stat)) => stat,
+                Ok(None) => continue,
+                Err(e) => return Err(ZkError::zk("exists", &path, e)),
+            };
+            if stat.ephemeral_owner != my_session {
+                continue;
+            }
+            match client.delete(&path, None).await {
+                Ok(()) | Err(zk::Error::NoNode) => {
+                    tracing::warn!(node = %path, "election: removed a leftover contender of this session (an earlier delete was lost)");
+                }
+                Err(e) => return Err(ZkError::zk("delete", &path, e)),
+            }
+        }
+        Ok(())
+    }
+
     /// One pass of kazoo's acquire loop. `Ok(None)` means "look again" (predecessor gone,
     /// session changed); it returns only after waiting for something to happen.
     async fn try_lead(
         &self,
         client: &zk::Client,
         prefix: &str,
+        generation: u64,
         guard: &mut ContenderGuard,
     ) -> Result<Option<(String, i64, i64, Instant)>, ZkError> {
         let my_session = client.session_id().0;
@@ -163,11 +224,11 @@ impl Election {
                     .map_err(|e| ZkError::zk("create", &create_path, e))?;
                 let name = format!("{prefix}{seq}");
                 tracing::debug!(node = %name, "election: contender created");
-                guard.node = Some(format!("{}/{}", self.path, name));
+                guard.node = Some((format!("{}/{}", self.path, name), generation));
                 return Ok(None);
             }
         };
-        guard.node = Some(format!("{}/{}", self.path, my_node));
+        guard.node = Some((format!("{}/{}", self.path, my_node), generation));
         let Some(my_seq) = contender_sequence(&my_node) else {
             return Err(ZkError::Malformed {
                 path: my_node,
@@ -220,18 +281,76 @@ impl Election {
     }
 }
 
-/// Deletes an abandoned contender znode (campaign cancelled or failed) in the background.
+/// Deletes an abandoned contender znode (campaign cancelled or failed) in the background,
+/// with [`delete_contender`]'s guarantee.
 struct ContenderGuard {
     session: Session,
-    node: Option<String>,
+    /// The znode and the session generation that created it.
+    node: Option<(String, u64)>,
 }
 
 impl Drop for ContenderGuard {
     fn drop(&mut self) {
-        if let (Some(node), Ok(client)) = (self.node.take(), self.session.client()) {
-            tokio::spawn(async move {
-                let _ = client.delete(&node, None).await;
-            });
+        if let Some((node, generation)) = self.node.take() {
+            let session = self.session.clone();
+            tokio::spawn(async move { delete_contender(&session, &node, generation).await });
+        }
+    }
+}
+
+/// Deletes our contender znode `node`, created in session `generation`, for sure: retried
+/// through connection loss and timeouts until ZooKeeper confirms it (deleted, or already
+/// gone) or that session ends (expired or closed: the ephemeral goes with it). Returns
+/// whether ZooKeeper confirmed the delete.
+///
+/// One unconfirmed delete is not enough: a request in flight when the connection drops may
+/// never have reached the server, and the session, hence the znode, survives the reconnect.
+async fn delete_contender(session: &Session, node: &str, generation: u64) -> bool {
+    let mut status = session.status();
+    let mut attempt = 0u32;
+    loop {
+        let s = *status.borrow_and_update();
+        if s.generation != generation || matches!(s.state, ConnState::Expired | ConnState::Closed) {
+            return false;
+        }
+        if s.state == ConnState::Connected {
+            if let Ok(client) = session.client().map_err(drop).and_then(|c| {
+                if c.session_id().0 == s.session_id {
+                    Ok(c)
+                } else {
+                    Err(())
+                }
+            }) {
+                let timeout = client.session_timeout().max(Duration::from_secs(1));
+                match tokio::time::timeout(timeout, client.delete(node, None)).await {
+                    Ok(Ok(())) | Ok(Err(zk::Error::NoNode)) => return true,
+                    Ok(Err(e)) if !session::is_transient(&e) => {
+                        tracing::error!(node, error = %e, "cannot delete our contender znode; it stays until our session ends");
+                        return false;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(node, error = %e, attempt, "deleting our contender znode failed; retrying")
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            node,
+                            attempt,
+                            "deleting our contender znode timed out; retrying"
+                        )
+                    }
+                }
+                attempt += 1;
+                drop(client);
+                // Back off briefly, but react at once to a reconnect or the session's end.
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    r = status.changed() => if r.is_err() { return false; },
+                }
+                continue;
+            }
+        }
+        if status.changed().await.is_err() {
+            return false;
         }
     }
 }
@@ -260,6 +379,8 @@ pub struct Leadership {
     held: watch::Receiver<bool>,
     lease: Lease,
     monitor: tokio::task::JoinHandle<()>,
+    /// The session generation that owns our znode.
+    generation: u64,
     resigned: bool,
 }
 
@@ -327,6 +448,7 @@ impl Leadership {
             held: rx,
             lease,
             monitor,
+            generation,
             resigned: false,
         }
     }
@@ -379,14 +501,21 @@ impl Leadership {
     }
 
     /// Gives up leadership: deletes the contender znode so the next contender leads at once.
+    ///
+    /// Returns once ZooKeeper confirmed the delete or the session that owns the znode ended;
+    /// while the connection is down that is until it comes back (at most about one session
+    /// timeout). Cancelling this future leaves the delete to a background task.
     pub async fn resign(mut self) {
         self.resigned = true;
         self.monitor.abort();
-        if let Ok(client) = self.session.client() {
-            let _ =
-                tokio::time::timeout(Duration::from_secs(2), client.delete(&self.node, None)).await;
-        }
-        tracing::info!(node = %self.node, "leadership resigned");
+        // The guard finishes the delete in the background if this future is dropped.
+        let mut guard = ContenderGuard {
+            session: self.session.clone(),
+            node: Some((self.node.clone(), self.generation)),
+        };
+        let confirmed = delete_contender(&self.session, &self.node, self.generation).await;
+        guard.node = None;
+        tracing::info!(node = %self.node, confirmed, "leadership resigned");
     }
 }
 
@@ -394,12 +523,10 @@ impl Drop for Leadership {
     fn drop(&mut self) {
         self.monitor.abort();
         if !self.resigned {
-            if let Ok(client) = self.session.client() {
-                let node = std::mem::take(&mut self.node);
-                tokio::spawn(async move {
-                    let _ = client.delete(&node, None).await;
-                });
-            }
+            let node = std::mem::take(&mut self.node);
+            let session = self.session.clone();
+            let generation = self.generation;
+            tokio::spawn(async move { delete_contender(&session, &node, generation).await });
         }
     }
 }
