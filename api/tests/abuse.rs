@@ -717,3 +717,23 @@ fn short_tokens_are_refused_and_redis_passwords_never_logged() {
         "password in the log:\n{log}"
     );
 }
+
+#[test]
+fn evicting_redis_is_reported_loudly_at_start_up() {
+    let redis = RedisServer::start().expect("redis");
+    let mut admin = redis::Client::open(redis.url())
+        .expect("client")
+        .get_connection()
+        .expect("conn");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query(&mut admin)
+        .expect("policy");
+    let api = Api::start(&redis.url(), &[]);
+    let warned = testkit::wait_until(Duration::from_secs(10), || {
+        api.proc.log_tail(50).contains("REDIS MAY EVICT OUR KEYS")
+    });
+    assert!(warned, "{}", api.proc.log_tail(50));
+}
