@@ -114,8 +114,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Most expensive reads (/grafana, /prom, the history page, JSON lists and stats) run
     /// at once; more wait (within the request timeout), so health checks and ingest stay
-    /// fast under load.
-    #[arg(long, env = "MAX_CONCURRENT_READS", default_value_t = 4)]
+    /// fast under load. Redis runs one script at a time, so more rarely adds throughput
+    /// and mostly queues ingest behind reads inside Redis.
+    #[arg(long, env = "MAX_CONCURRENT_READS", default_value_t = 2)]
     pub max_concurrent_reads: usize,
     /// Refuse averages whose taken_at is further ahead of this server's clock.
     #[arg(long, env = "TAKEN_AT_MAX_AHEAD", default_value = "5m", value_parser = parse_duration)]

@@ -97,7 +97,7 @@ impl AppState {
             api_token: None,
             hostname: Arc::from(config::Config::hostname()),
             request_timeout: Duration::from_secs(10),
-            max_concurrent_reads: 4,
+            max_concurrent_reads: 2,
             plausibility: Plausibility::default(),
             fence: None,
         }

@@ -6,6 +6,7 @@
 # ports, seeds two days of 10 s rounds, prints the machine (cores, memory) and figures.
 #
 # Usage: bench/api/abuse.sh [seconds=10] [abusive connections=32]
+# SENSOR_API_BIN=path measures another build (e.g. an older commit) instead of building.
 # Needs: redis-server, redis-cli, wrk, python3, cargo.
 set -euo pipefail
 SECS=${1:-10}
@@ -20,9 +21,14 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 TOKEN=bench-token-0123456789
 
 echo "== machine: $(nproc) cores, $(free -m | awk '/^Mem:/ {print $2}') MiB memory, load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== building release sensor-api"
-(cd "$ROOT" && cargo build --release -q -p sensor-api)
-BIN="$ROOT/target/release/sensor-api"
+if [ -n "${SENSOR_API_BIN:-}" ]; then
+  BIN=$SENSOR_API_BIN
+else
+  echo "== building release sensor-api"
+  (cd "$ROOT" && cargo build --release -q -p sensor-api)
+  BIN="$ROOT/target/release/sensor-api"
+fi
+echo "== binary: $BIN"
 
 RPORT=$(free_port)
 redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" \
