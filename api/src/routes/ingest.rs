@@ -379,3 +379,63 @@ pub async fn legacy(
     account(&state, &points, &results);
     Ok(Json(json!({"status": "stored", "value": value, "taken_at": taken_at})).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    #[test]
+    fn taken_at_window() {
+        let p = Plausibility::default();
+        assert!(p.check_time(NOW, NOW).is_ok());
+        assert!(p.check_time(NOW + 299_000, NOW).is_ok());
+        assert!(p.check_time(NOW + 301_000, NOW).is_err());
+        assert!(p.check_time(253_402_300_000_000, NOW).is_err(), "year 9999");
+        assert!(p.check_time(0, NOW).is_ok(), "no retention: any age");
+        assert!(p.check_time(-1, NOW).is_err());
+        let p = Plausibility {
+            max_ahead: Duration::from_secs(60),
+            max_age: Some(Duration::from_secs(3600)),
+        };
+        assert!(p.check_time(NOW - 3_599_000, NOW).is_ok());
+        assert!(p.check_time(NOW - 3_601_000, NOW).is_err());
+        assert!(p.check_time(i64::MIN, NOW).is_err());
+        assert!(p.check_time(i64::MAX, NOW).is_err());
+    }
+
+    #[test]
+    fn leader_ids() {
+        assert!(valid_leader("node-1"));
+        assert!(valid_leader("<script>alert('x')</script> \"quoted\""));
+        assert!(valid_leader(&"x".repeat(MAX_LEADER_LEN)));
+        for bad in [
+            "",
+            "   ",
+            "evil\u{1b}[31m",
+            "line\nbreak",
+            "tab\there",
+            "nodé",
+            &"x".repeat(MAX_LEADER_LEN + 1),
+        ] {
+            assert!(!valid_leader(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn values_whose_sums_stay_finite() {
+        let p = Plausibility::default();
+        let item = |v: Value| {
+            json!({"round": 1, "value": v, "samples": 1, "leader": "n",
+                                     "fencing": 1, "taken_at": "2027-01-15T08:00:00Z"})
+        };
+        assert!(parse_average(&item(json!(MAX_ABS_VALUE)), "", &p, NOW).is_ok());
+        assert!(parse_average(&item(json!(-MAX_ABS_VALUE)), "", &p, NOW).is_ok());
+        for v in [json!(1e308), json!(-1e13), json!("1")] {
+            let err = parse_average(&item(v), "", &p, NOW).expect_err("refused");
+            assert!(matches!(err, ApiError::BadRequest { ref field, .. } if field == "value"));
+        }
+    }
+}
