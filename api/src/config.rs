@@ -65,12 +65,14 @@ pub struct Config {
         default_value = "redis://127.0.0.1:6379/"
     )]
     pub redis_url: String,
-    /// Bearer token required for writes (POST /api/v1/averages, GET /nuevo). Unset = writes
-    /// are open.
+    /// Bearer token required for writes (POST /api/v1/averages, GET /nuevo), at least 16
+    /// characters. Unset = writes are open.
     #[arg(long, env = "API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
     /// ZooKeeper connect string (host:port,...[/chroot]); when set, this instance registers
-    /// its advertised URL as an ephemeral znode under /services/api.
+    /// its advertised URL as an ephemeral znode under /services/api, and refuses fencing
+    /// tokens above the ensemble's current zxid (forged: no leader can hold them). Unset:
+    /// every holder of the write token is trusted with any fencing token.
     #[arg(long, env = "ZOOKEEPER_HOSTS")]
     pub zookeeper_hosts: Option<String>,
     /// URL under which nodes reach this instance [default: http://HOSTNAME:PORT].
@@ -103,7 +105,30 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// A connection that has not sent a complete request header this long after it began
+    /// waiting for one (also an idle keep-alive connection) is closed.
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Most connections served at once; further ones wait in the listen backlog.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Most expensive reads (/grafana, /prom, the history page, JSON lists and stats) run
+    /// at once; more wait (within the request timeout), so health checks and ingest stay
+    /// fast under load. Redis runs one script at a time, so more rarely adds throughput
+    /// and mostly queues ingest behind reads inside Redis.
+    #[arg(long, env = "MAX_CONCURRENT_READS", default_value_t = 2)]
+    pub max_concurrent_reads: usize,
+    /// Refuse averages whose taken_at is further ahead of this server's clock.
+    #[arg(long, env = "TAKEN_AT_MAX_AHEAD", default_value = "5m", value_parser = parse_duration)]
+    pub taken_at_max_ahead: Duration,
+    /// Refuse averages whose taken_at is older than this [default: RETENTION_MAX_AGE; unset
+    /// too = any age after 1970].
+    #[arg(long, env = "TAKEN_AT_MAX_AGE", value_parser = parse_duration)]
+    pub taken_at_max_age: Option<Duration>,
 }
+
+/// Shortest accepted `API_TOKEN` (16 characters, e.g. `openssl rand -hex 16` gives 32).
+pub const MIN_TOKEN_LEN: usize = 16;
 
 /// A setting that parsed but makes no sense.
 #[derive(Debug, thiserror::Error)]
@@ -172,6 +197,15 @@ impl Config {
                     "is set but empty (unset it to leave writes open)",
                 ));
             }
+            if token.chars().count() < MIN_TOKEN_LEN {
+                return Err(invalid(
+                    "--api-token / API_TOKEN",
+                    format!(
+                        "is {} characters long; use at least {MIN_TOKEN_LEN} (e.g. `openssl rand -hex 16`)",
+                        token.chars().count()
+                    ),
+                ));
+            }
         }
         if let Some(hosts) = &self.zookeeper_hosts {
             let connect = hosts.split('/').next().unwrap_or("");
@@ -228,12 +262,46 @@ impl Config {
             ),
             ("--request-timeout / REQUEST_TIMEOUT", self.request_timeout),
             ("--redis-timeout / REDIS_TIMEOUT", self.redis_timeout),
+            (
+                "--header-read-timeout / HEADER_READ_TIMEOUT",
+                self.header_read_timeout,
+            ),
         ] {
             if d.is_zero() {
                 return Err(invalid(setting, "must be positive"));
             }
         }
+        if self.taken_at_max_age.is_some_and(|d| d.is_zero()) {
+            return Err(invalid(
+                "--taken-at-max-age / TAKEN_AT_MAX_AGE",
+                "must be positive",
+            ));
+        }
+        for (setting, n) in [
+            ("--max-connections / MAX_CONNECTIONS", self.max_connections),
+            (
+                "--max-concurrent-reads / MAX_CONCURRENT_READS",
+                self.max_concurrent_reads,
+            ),
+        ] {
+            if n == 0 {
+                return Err(invalid(setting, "must be at least 1"));
+            }
+        }
         Ok(())
+    }
+
+    /// The `taken_at` window ingest accepts.
+    pub fn plausibility(&self) -> crate::routes::ingest::Plausibility {
+        crate::routes::ingest::Plausibility {
+            max_ahead: self.taken_at_max_ahead,
+            max_age: self.taken_at_max_age.or(self.retention_max_age),
+        }
+    }
+
+    /// The Redis URL with any password replaced, for logs.
+    pub fn redis_url_redacted(&self) -> String {
+        redact_url(&self.redis_url)
     }
 
     /// This machine's host name (shown on the history page, default instance id).
@@ -321,12 +389,29 @@ impl fmt::Display for Config {
             "SHUTDOWN_GRACE={}",
             show_duration(Some(self.shutdown_grace))
         )?;
-        write!(f, "LOG_FORMAT={:?}", self.log_format)
+        writeln!(f, "LOG_FORMAT={:?}", self.log_format)?;
+        writeln!(
+            f,
+            "HEADER_READ_TIMEOUT={}",
+            show_duration(Some(self.header_read_timeout))
+        )?;
+        writeln!(f, "MAX_CONNECTIONS={}", self.max_connections)?;
+        writeln!(f, "MAX_CONCURRENT_READS={}", self.max_concurrent_reads)?;
+        writeln!(
+            f,
+            "TAKEN_AT_MAX_AHEAD={}",
+            show_duration(Some(self.taken_at_max_ahead))
+        )?;
+        write!(
+            f,
+            "TAKEN_AT_MAX_AGE={}",
+            show_duration(self.plausibility().max_age)
+        )
     }
 }
 
 /// Hides a password in `redis://user:password@host` URLs.
-fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             format!("{}://<redacted>@{}", &url[..scheme_end], &url[at + 1..])

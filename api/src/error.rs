@@ -2,8 +2,18 @@
 //!
 //! Every error answer is JSON: `{"error": "<what is wrong>", "field": "<which input>"}`
 //! (`field` only when one input is to blame), so clients never parse HTML or plain text.
+//! Errors our handlers never see (axum's extractor rejections: bad path parameters,
+//! oversized bodies, wrong content types) are rewritten to JSON by [`json_errors`], in the
+//! envelope of the API they hit (`/prom` Prometheus', `/grafana` the datasource's).
+//!
+//! Every 503 carries `Retry-After`: Redis unreachable, slow, or refusing for a transient
+//! server-side reason (OOM under `noeviction`, READONLY replica, BUSY script, LOADING,
+//! MASTERDOWN: see `store::StoreError`), and requests over the request timeout.
 
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -115,4 +125,67 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// Longest rejection text kept when rewriting a plain-text error (axum's are one line).
+const REJECTION_TEXT_LIMIT: usize = 4096;
+
+/// Middleware: rewrites every plain-text (or empty) error response into JSON in the
+/// envelope of the API that was called, and adds `Retry-After` to any 503 lacking it.
+/// JSON and HTML error responses (the history page's own 503 page) pass unchanged.
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let mut response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .entry(header::RETRY_AFTER)
+            .or_insert(HeaderValue::from_static("1"));
+    }
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.starts_with("text/plain"));
+    if !plain {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, REJECTION_TEXT_LIMIT)
+        .await
+        .unwrap_or_default();
+    let mut text = String::from_utf8_lossy(&bytes).trim().to_string();
+    if text.is_empty() {
+        text = status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_string();
+    }
+    let body = if path.starts_with("/prom/") {
+        let kind = match status {
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            s if s.is_client_error() => "bad_data",
+            _ => "internal",
+        };
+        json!({"status": "error", "errorType": kind, "error": text})
+    } else if path == "/grafana" || path.starts_with("/grafana/") {
+        json!({ "message": text })
+    } else if matches!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE
+    ) {
+        json!({"error": text, "field": "body"})
+    } else {
+        json!({ "error": text })
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(body.to_string()))
 }

@@ -27,30 +27,41 @@
 //!   within the Redis timeout; the process stays up and reconnects by itself.
 //! * Bad input: 400 JSON `{"error", "field"}`; nothing is stored. Oversized bodies: 413.
 //! * Requests running longer than the request timeout: 503.
+//! * Hostile requests (see the README's "Limits"): every parser and loop is bounded by a
+//!   constant or a setting, never by the request alone; refusals are 400 naming the input.
 //!
 //! The router is assembled in one place, [`app`], with its layers (body limit, access log,
-//! metrics, timeout).
+//! metrics, timeout, JSON error bodies, the concurrency limit on expensive reads, security
+//! headers); [`serve`] adds the connection-level limits (header-read timeout, connection
+//! cap).
 
 pub mod config;
 pub mod error;
+pub mod fence;
 pub mod grafana;
 pub mod metrics;
 pub mod prom;
 pub mod registration;
 pub mod retention;
 pub mod routes;
+pub mod serve;
 pub mod store;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::error::ApiError;
+use crate::fence::FenceCheck;
 use crate::metrics::Metrics;
+use crate::routes::ingest::Plausibility;
 use crate::store::Store;
 
 /// Largest accepted request body.
@@ -69,6 +80,12 @@ pub struct AppState {
     pub hostname: Arc<str>,
     /// Requests running longer are answered 503.
     pub request_timeout: Duration,
+    /// Most expensive reads running at once (see [`app`]).
+    pub max_concurrent_reads: usize,
+    /// Which `taken_at` times ingest accepts.
+    pub plausibility: Plausibility,
+    /// Refuses forged fencing tokens; `None` without ZooKeeper (tokens are trusted).
+    pub fence: Option<FenceCheck>,
 }
 
 impl AppState {
@@ -80,6 +97,9 @@ impl AppState {
             api_token: None,
             hostname: Arc::from(config::Config::hostname()),
             request_timeout: Duration::from_secs(10),
+            max_concurrent_reads: 2,
+            plausibility: Plausibility::default(),
+            fence: None,
         }
     }
 
@@ -121,30 +141,60 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Content-Security-Policy of the HTML pages: only our own static script and stylesheet,
+/// no inline code, no framing.
+pub const HTML_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 /// The whole HTTP application: every route, the JSON 404/405 fallbacks, the 64 KiB body
-/// limit, the request timeout, and the access log + request metrics.
+/// limit, the request timeout, the access log + request metrics, JSON bodies for every
+/// error (also axum's own rejections), `nosniff` everywhere and a CSP on HTML.
+///
+/// Expensive reads (`/grafana/*`, `/prom/*`, the history page, the JSON list and stats)
+/// share one concurrency limit of [`AppState::max_concurrent_reads`]: excess requests wait
+/// for a slot within the request timeout (then 503), while `/healthz`, `/readyz`,
+/// `/metrics` and ingest never wait behind them.
 pub fn app(state: AppState) -> Router {
     use axum::routing::{get, post};
     use routes::{averages, health, history, ingest};
 
-    Router::new()
+    let reads = GlobalConcurrencyLimitLayer::new(state.max_concurrent_reads.max(1));
+    let expensive = Router::new()
         .route("/", get(history::page))
-        .route("/nuevo", get(ingest::legacy))
-        .route(
-            "/api/v1/averages",
-            post(ingest::post_averages).get(averages::list),
-        )
-        .route("/api/v1/averages/{round}", get(averages::one))
+        .route("/api/v1/averages", get(averages::list))
         .route("/api/v1/stats", get(averages::stats))
+        .merge(grafana::router())
+        .merge(prom::router())
+        .route_layer(reads);
+    Router::new()
+        .route("/static/history.css", get(history::stylesheet))
+        .route("/static/history.js", get(history::script))
+        .route("/nuevo", get(ingest::legacy))
+        .route("/api/v1/averages", post(ingest::post_averages))
+        .route("/api/v1/averages/{round}", get(averages::one))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .merge(grafana::router())
-        .merge(prom::router())
+        .merge(expensive)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(error::json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), access_log))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            |response: &Response| {
+                let html = response
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("text/html"));
+                html.then(|| HeaderValue::from_static(HTML_CSP))
+            },
+        ))
         .with_state(state)
 }
 

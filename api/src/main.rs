@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use sensor_api::config::{Cli, Command, Config, LogFormat};
+use sensor_api::fence::FenceCheck;
 use sensor_api::retention::RetentionPolicy;
+use sensor_api::serve::Limits;
 use sensor_api::store::{Store, StoreConfig};
 use sensor_api::{app, AppState};
 use tracing_subscriber::EnvFilter;
@@ -94,8 +96,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         // Not fatal: the store reconnects by itself; until then requests answer 503.
         tracing::warn!(error = %e, "redis not reachable at start-up; serving 503 until it is");
     }
+    warn_if_redis_evicts(&config).await;
+    let registration = sensor_api::registration::spawn(&config);
     let mut state = AppState::new(store.clone()).with_token(config.api_token.clone());
     state.request_timeout = config.request_timeout;
+    state.max_concurrent_reads = config.max_concurrent_reads;
+    state.plausibility = config.plausibility();
+    state.fence = registration
+        .as_ref()
+        .map(|r| FenceCheck::new(r.session().clone()));
+    if state.fence.is_none() {
+        tracing::info!("no ZOOKEEPER_HOSTS: fencing tokens are not checked against ZooKeeper; every holder of the write token is trusted");
+    }
     let policy = RetentionPolicy {
         max_age: config.retention_max_age,
         max_count: config.retention_max_count,
@@ -106,18 +118,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         state.metrics.clone(),
         policy,
     ));
-    let registration = sensor_api::registration::spawn(&config);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("bind {}", config.listen))?;
     let local = listener.local_addr()?;
-    tracing::info!(listen = %local, redis = %config.redis_url, auth = config.api_token.is_some(), "sensor-api listening");
+    tracing::info!(listen = %local, redis = %config.redis_url_redacted(), auth = config.api_token.is_some(), "sensor-api listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
-        let mut rx = stop_rx;
-        let _ = rx.wait_for(|stop| *stop).await;
-    });
-    let server = tokio::spawn(async move { server.await });
+    let limits = Limits {
+        header_read_timeout: config.header_read_timeout,
+        max_connections: config.max_connections,
+    };
+    let server = tokio::spawn(sensor_api::serve::serve(
+        listener,
+        app(state),
+        limits,
+        async move {
+            let mut rx = stop_rx;
+            let _ = rx.wait_for(|stop| *stop).await;
+        },
+    ));
     shutdown_signal().await;
     tracing::info!(
         grace_ms = config.shutdown_grace.as_millis() as u64,
@@ -129,12 +148,43 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         r.stop();
     }
     match tokio::time::timeout(config.shutdown_grace, server).await {
-        Ok(Ok(Ok(()))) => tracing::info!("stopped cleanly"),
-        Ok(Ok(Err(e))) => return Err(e).context("server"),
+        Ok(Ok(())) => tracing::info!("stopped cleanly"),
         Ok(Err(e)) => return Err(e).context("server task"),
         Err(_) => tracing::warn!("grace period over; dropping remaining connections"),
     }
     Ok(())
+}
+
+/// Warns loudly when Redis may evict keys: an evicted fence or record silently breaks
+/// fencing and idempotency. Only `noeviction` (and the `volatile-*` policies, which never
+/// touch our keys: none has a TTL) are safe. Never fails start-up.
+async fn warn_if_redis_evicts(config: &Config) {
+    let check = async {
+        let client = redis::Client::open(config.redis_url.as_str())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let reply: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut conn)
+            .await?;
+        Ok::<_, redis::RedisError>(reply.get(1).cloned())
+    };
+    match tokio::time::timeout(config.redis_timeout, check).await {
+        Ok(Ok(Some(policy))) if policy.starts_with("allkeys") => tracing::error!(
+            policy = %policy,
+            "REDIS MAY EVICT OUR KEYS: maxmemory-policy={policy} can delete fences and records under memory pressure, breaking fencing and idempotency; set maxmemory-policy noeviction"
+        ),
+        Ok(Ok(Some(policy))) => tracing::info!(policy = %policy, "redis maxmemory-policy"),
+        Ok(Ok(None)) => {
+            tracing::warn!("redis did not report maxmemory-policy; make sure it is noeviction")
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read redis maxmemory-policy (CONFIG GET refused?); make sure it is noeviction")
+        }
+        Err(_) => tracing::warn!(
+            "redis did not answer CONFIG GET maxmemory-policy in time; make sure it is noeviction"
+        ),
+    }
 }
 
 async fn shutdown_signal() {

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub conflicts: AtomicU64,
     /// Writes rejected because of a fencing token older than the highest accepted (409).
     pub stale_leaders: AtomicU64,
+    /// Writes refused because their fencing token exceeds ZooKeeper's zxid (400).
+    pub forged_fences: AtomicU64,
     /// Points deleted by retention.
     pub retention_deleted: AtomicU64,
     /// Highest round stored as last seen by this process (-1 = unknown).
@@ -139,6 +141,11 @@ impl Metrics {
                 "sensor_api_stale_leader_rejections_total",
                 "Writes rejected for a fencing token lower than the highest accepted.",
                 &self.stale_leaders,
+            ),
+            (
+                "sensor_api_forged_fencing_rejections_total",
+                "Writes refused for a fencing token above ZooKeeper's current zxid.",
+                &self.forged_fences,
             ),
             (
                 "sensor_api_retention_deleted_total",

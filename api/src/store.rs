@@ -237,6 +237,9 @@ pub struct Positioned {
     pub cursor: Cursor,
 }
 
+/// Redis error codes that mean "the server cannot take this now; retry later".
+pub const UNAVAILABLE_CODES: [&str; 5] = ["OOM", "READONLY", "BUSY", "LOADING", "MASTERDOWN"];
+
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -252,12 +255,17 @@ pub enum StoreError {
 }
 
 impl From<redis::RedisError> for StoreError {
-    /// A failing Lua script is a bug in this crate, not an outage: it becomes
+    /// Server-side unavailability is [`StoreError::Unavailable`] (503, retry) also when a
+    /// script hits it: [`UNAVAILABLE_CODES`] (a full Redis under `noeviction`, a read-only
+    /// replica, a busy or loading server, a replica without its master). Any other failing
+    /// Lua script is a bug in this crate, not an outage: it becomes
     /// [`StoreError::Corrupt`] (500, logged) so clients do not retry it forever. Everything
-    /// else (I/O, timeouts, refused connections, LOADING/BUSY replies) is
-    /// [`StoreError::Unavailable`] (503, retry).
+    /// else (I/O, timeouts, refused connections) is [`StoreError::Unavailable`].
     fn from(e: redis::RedisError) -> Self {
         let text = e.to_string();
+        if e.code().is_some_and(|c| UNAVAILABLE_CODES.contains(&c)) {
+            return StoreError::Unavailable(e);
+        }
         if text.contains("user_script") || text.contains("Error running script") {
             StoreError::Corrupt(format!("redis script failed: {text}"))
         } else {

@@ -30,7 +30,7 @@ fn check_config_prints_effective_config() {
         &["--check-config", "--listen", "127.0.0.1:9999"],
         &[
             ("REDIS_URL", "redis://:pw@redis:6379/1"),
-            ("API_TOKEN", "topsecret"),
+            ("API_TOKEN", "topsecret-0123456789"),
             ("RETENTION_MAX_AGE", "30d"),
         ],
     );

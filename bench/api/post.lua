@@ -24,5 +24,5 @@ function request()
   local body = string.format(
     '{"round":%d,"value":%.2f,"samples":3,"leader":"bench","fencing":1,"taken_at":"2026-01-01T00:%02d:%02d.%03dZ"}',
     round, 20 + (counter % 100) / 10, math.floor(counter / 60000) % 60, math.floor(counter / 1000) % 60, counter % 1000)
-  return wrk.format("POST", "/api/v1/averages", {["Content-Type"] = "application/json", ["Authorization"] = "Bearer bench-token"}, body)
+  return wrk.format("POST", "/api/v1/averages", {["Content-Type"] = "application/json", ["Authorization"] = "Bearer bench-token-0123456789"}, body)
 end

@@ -37,7 +37,7 @@ PIDS+=($!)
 for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 APORT=$(free_port)
-LISTEN_ADDR=127.0.0.1:$APORT REDIS_URL=redis://127.0.0.1:$RPORT/ API_TOKEN=bench-token \
+LISTEN_ADDR=127.0.0.1:$APORT REDIS_URL=redis://127.0.0.1:$RPORT/ API_TOKEN=bench-token-0123456789 \
   KEY_PREFIX=bench RUST_LOG=warn "$BIN" >"$WORK/api.log" 2>&1 &
 API_PID=$!
 PIDS+=($API_PID)
@@ -84,7 +84,7 @@ awk -v e="${SUM[everysec]}" -v a="${SUM[always]}" \
   'BEGIN {printf "== mean req/s: everysec %.0f, always %.0f, ratio always/everysec %.2f\n", e/2, a/2, a/e}'
 
 echo "== load: $CONNS connections, $THREADS wrk threads, ${SECS}s each, loopback, $(nproc) cores shared by everything"
-wrk_run "GET /nuevo (legacy ingest)" "http://127.0.0.1:$APORT/nuevo?dato=23.5&token=bench-token"
+wrk_run "GET /nuevo (legacy ingest)" "http://127.0.0.1:$APORT/nuevo?dato=23.5&token=bench-token-0123456789"
 wrk_run "POST /api/v1/averages (new round)" -s "$HERE/post.lua" "http://127.0.0.1:$APORT" -- 9000000000
 echo "== RSS after load: $(rss_kb) kB, peak: $(hwm_kb) kB"
 

@@ -59,6 +59,13 @@ const WEEK: i64 = 7 * DAY;
 /// memory and time of one query (Grafana asks for about one point per pixel, < 10 000).
 pub const MAX_POINTS_CAP: u64 = 20_000;
 
+/// Widest bucket a client's `intervalMs` can ask for (a century; wider changes nothing but
+/// risks overflow in bucket arithmetic).
+pub const MAX_WIDTH_MS: i64 = 100 * 365 * DAY;
+
+/// Most widths [`Grid::choose`] tries; bounds its time whatever the input.
+const MAX_WIDTH_TRIES: usize = 1 << 20;
+
 /// A range cut into equal, epoch-aligned buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grid {
@@ -79,25 +86,27 @@ impl Grid {
         let max_points = max_points.clamp(1, MAX_POINTS_CAP) as i64;
         let span = to_ms.saturating_sub(from_ms).max(0);
         // Width so that ceil(span / width) + 1 <= max_points, i.e. the aligned buckets fit.
+        let min_width_ms = min_width_ms.clamp(0, MAX_WIDTH_MS);
         let wanted = (span / max_points).max(min_width_ms).max(1);
-        let mut candidates = NICE_WIDTHS_MS
+        // Whole weeks start at the first one >= `wanted` (computed, not counted up to: a
+        // client's `intervalMs` of 1e19 must not become 10^13 loop turns).
+        let first_week = (wanted / WEEK + i64::from(wanted % WEEK != 0)).max(1);
+        let candidates = NICE_WIDTHS_MS
             .iter()
             .copied()
             .filter(move |w| *w >= wanted)
-            .chain(
-                (1..)
-                    .map(|weeks: i64| weeks.saturating_mul(WEEK))
-                    .filter(move |w| *w >= wanted),
-            );
-        loop {
-            // The chain is infinite, so `next` always yields; the fallback only guards
-            // against overflow on absurd ranges.
-            let width = candidates.next().unwrap_or(i64::MAX / 4);
-            let grid = Grid::with_width(from_ms, to_ms, width);
-            if grid.buckets as i64 <= max_points || width >= i64::MAX / 4 {
-                return grid;
+            .chain((first_week..=i64::MAX / WEEK).map(|weeks| weeks * WEEK));
+        // Once the width reaches the span, at most 2 buckets remain, so for max_points >= 2
+        // the search ends within about span / WEEK turns (< 600 000 for year 0 to 9999);
+        // the bound only matters for max_points = 1 across an alignment boundary.
+        let mut last = Grid::with_width(from_ms, to_ms, wanted);
+        for width in candidates.take(MAX_WIDTH_TRIES) {
+            last = Grid::with_width(from_ms, to_ms, width);
+            if last.buckets as i64 <= max_points {
+                return last;
             }
         }
+        last
     }
 
     /// The grid of fixed `width_ms` (>= 1) covering `[from_ms, to_ms]`.
@@ -219,6 +228,20 @@ mod tests {
         let g = Grid::choose(0, 100 * 365 * DAY, 1000, 0);
         assert_eq!(g.width_ms % WEEK, 0);
         assert!(g.buckets <= 1000);
+    }
+
+    #[test]
+    fn absurd_intervals_are_computed_not_iterated() {
+        let started = std::time::Instant::now();
+        for interval in [i64::MAX, i64::MAX / 2, 10_000_000_000_000_000, 1 << 40] {
+            let g = Grid::choose(0, HOUR, 1000, interval);
+            assert!(g.buckets <= 2, "{g:?}");
+            assert!(g.width_ms >= interval.min(MAX_WIDTH_MS), "{g:?}");
+            assert_eq!(g.width_ms % WEEK, 0);
+        }
+        let g = Grid::choose(-300 * 365 * DAY, 9000 * 365 * DAY, 3, 0);
+        assert!(g.buckets <= 3, "{g:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

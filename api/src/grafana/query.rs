@@ -8,7 +8,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::catalog::{AGGREGATION, FORMAT, LEADER_CHANGES, RATE};
-use super::grid::Grid;
+use super::grid::{Grid, MAX_POINTS_CAP};
 use super::protocol::{payload_str, Column, QueryRequest, QueryResult, Target};
 use super::read::read_buckets;
 use super::series::{Aggregation, Metric, Rate, SeriesSpec};
@@ -18,6 +18,13 @@ use crate::AppState;
 
 /// Points per series when the request does not say (Grafana always does).
 const DEFAULT_MAX_POINTS: u64 = 1_000;
+
+/// Most query rows one request may carry (a panel has a handful; Grafana names them A-Z).
+pub const MAX_TARGETS: usize = 50;
+
+/// Most points one response carries over all its series (about 4 MB of JSON): with many
+/// series, each gets a coarser grid instead of the response growing with the target count.
+pub const MAX_RESPONSE_POINTS: u64 = 200_000;
 
 /// The grid for a query, widened to the finest rollup (10 s) when a finer grid covers
 /// more raw points than the store aggregates for sub-rollup widths
@@ -144,14 +151,23 @@ pub async fn query(
             "ad hoc filters are not supported by this datasource".into()
         ));
     }
-    let max_points = request
-        .max_data_points
-        .filter(|n| n.is_finite() && *n >= 1.0)
-        .map_or(DEFAULT_MAX_POINTS, |n| n as u64);
-    let interval_ms = request
-        .interval_ms
-        .filter(|n| n.is_finite() && *n >= 0.0)
-        .map_or(0, |n| n as i64);
+    if request.targets.len() > MAX_TARGETS {
+        return Err(bad(format!(
+            "targets: {} query rows; the limit is {MAX_TARGETS}",
+            request.targets.len()
+        )));
+    }
+    let max_points = match request.max_data_points {
+        None => DEFAULT_MAX_POINTS,
+        Some(n) if n >= 1.0 => n.min(MAX_POINTS_CAP as f64) as u64,
+        Some(n) => return Err(bad(format!("maxDataPoints {n} must be at least 1"))),
+    };
+    // Clamped by the grid (a width above a century changes nothing).
+    let interval_ms = match request.interval_ms {
+        None => 0,
+        Some(n) if n >= 0.0 => n.min(i64::MAX as f64) as i64,
+        Some(n) => return Err(bad(format!("intervalMs {n} must not be negative"))),
+    };
 
     let mut plans = Vec::new();
     for target in request.targets.iter().filter(|t| t.hide != Some(true)) {
@@ -159,6 +175,11 @@ pub async fn query(
             plans.push(plan);
         }
     }
+    let series_count = plans
+        .iter()
+        .filter(|p| matches!(p, Plan::Series { .. }))
+        .count() as u64;
+    let max_points = max_points.min(MAX_RESPONSE_POINTS / series_count.max(1));
 
     // Every series target of one request shares the grid: read the buckets once.
     let needs_buckets = plans.iter().any(|p| matches!(p, Plan::Series { .. }));

@@ -160,11 +160,20 @@ fn params(method: &Method, query: Option<String>, body: &[u8]) -> Params {
     Params(all)
 }
 
+/// Most `match[]` selectors one request may carry (Grafana sends one).
+pub const MAX_MATCH_SELECTORS: usize = 20;
+
 /// The series selected by the `match[]` parameters (all series when there are none and
 /// `required` is false).
 fn matched_series(params: &Params, required: bool) -> Result<Vec<PromSeries>, PromError> {
-    let selectors: Vec<Selector> = params
-        .all("match[]")
+    let texts = params.all("match[]");
+    if texts.len() > MAX_MATCH_SELECTORS {
+        return Err(PromError::BadData(format!(
+            "{} match[] selectors; the limit is {MAX_MATCH_SELECTORS}",
+            texts.len()
+        )));
+    }
+    let selectors: Vec<Selector> = texts
         .into_iter()
         .map(promql::parse_selector)
         .collect::<Result<_, _>>()?;

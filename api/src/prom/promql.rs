@@ -16,8 +16,26 @@
 //! functions, aggregations, range selectors (`[5m]`), `offset`, `@` and arithmetic on
 //! series are outside the subset and fail with a [`ParseError`] whose message says what is
 //! unsupported. Regex matchers are fully anchored, as in Prometheus.
+//!
+//! # Limits (hostile input)
+//! Every read endpoint is public, so the parser bounds its own cost: a query longer than
+//! [`MAX_QUERY_BYTES`], nesting deeper than [`MAX_DEPTH`] (parentheses and unary signs
+//! recurse), more than [`MAX_MATCHERS`] matchers in one selector, or a regex whose compiled
+//! program exceeds [`REGEX_SIZE_LIMIT`] is refused with a [`ParseError`] (400 `bad_data`)
+//! before any work is done. Parsing is thus O(query length) with a bounded stack, and one
+//! matcher costs at most a small, fixed amount of memory and time.
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
+
+/// Longest accepted query text in bytes (Grafana's queries here are a few dozen bytes).
+pub const MAX_QUERY_BYTES: usize = 4096;
+/// Deepest accepted nesting of parentheses and unary signs.
+pub const MAX_DEPTH: usize = 64;
+/// Most matchers one selector may carry (our series have two labels).
+pub const MAX_MATCHERS: usize = 16;
+/// Largest compiled program of one regex matcher, in bytes (the regex crate's
+/// `size_limit`; its default is 10 MiB, which lets ``\w{200}`` cost seconds and megabytes).
+pub const REGEX_SIZE_LIMIT: usize = 64 * 1024;
 
 /// Why an expression is outside the supported subset (shown to Grafana users verbatim).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,8 +86,17 @@ impl Matcher {
     pub fn new(label: &str, op: MatchOp, value: &str) -> Result<Matcher, String> {
         let regex = match op {
             MatchOp::Regex | MatchOp::NotRegex => Some(
-                Regex::new(&format!("^(?:{value})$"))
-                    .map_err(|e| format!("invalid regular expression {value:?}: {e}"))?,
+                RegexBuilder::new(&format!("^(?:{value})$"))
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .dfa_size_limit(REGEX_SIZE_LIMIT)
+                    .nest_limit(MAX_DEPTH as u32)
+                    .build()
+                    .map_err(|e| match e {
+                        regex::Error::CompiledTooBig(limit) => format!(
+                            "regular expression {value:?} is too complex (compiled size limit {limit} bytes)"
+                        ),
+                        e => format!("invalid regular expression {value:?}: {e}"),
+                    })?,
             ),
             MatchOp::Equal | MatchOp::NotEqual => None,
         };
@@ -113,9 +140,23 @@ impl Selector {
     }
 }
 
-/// Parses a query into an [`Expr`], evaluating number arithmetic on the way.
+/// Parses a query into an [`Expr`], evaluating number arithmetic on the way. Refuses
+/// queries over the limits in the module doc.
 pub fn parse(query: &str) -> Result<Expr, ParseError> {
-    let mut p = Parser { src: query, pos: 0 };
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(ParseError {
+            message: format!(
+                "query is {} bytes long; the limit is {MAX_QUERY_BYTES}",
+                query.len()
+            ),
+            position: MAX_QUERY_BYTES,
+        });
+    }
+    let mut p = Parser {
+        src: query,
+        pos: 0,
+        depth: 0,
+    };
     let expr = p.expr()?;
     p.skip_ws();
     if p.pos < p.src.len() {
@@ -138,6 +179,8 @@ pub fn parse_selector(query: &str) -> Result<Selector, ParseError> {
 struct Parser<'a> {
     src: &'a str,
     pos: usize,
+    /// Current recursion depth of [`Parser::unary`], bounded by [`MAX_DEPTH`].
+    depth: usize,
 }
 
 impl<'a> Parser<'a> {
@@ -161,13 +204,14 @@ impl<'a> Parser<'a> {
     }
 
     fn skip_ws(&mut self) {
-        let trimmed = self.rest().trim_start();
-        self.pos = self.src.len() - trimmed.len();
-        // Comments run to the end of the line.
-        if trimmed.starts_with('#') {
-            let end = trimmed.find('\n').unwrap_or(trimmed.len());
-            self.pos += end;
-            self.skip_ws();
+        loop {
+            let trimmed = self.rest().trim_start();
+            self.pos = self.src.len() - trimmed.len();
+            // Comments run to the end of the line.
+            if !trimmed.starts_with('#') {
+                return;
+            }
+            self.pos += trimmed.find('\n').unwrap_or(trimmed.len());
         }
     }
 
@@ -233,7 +277,19 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Every recursion of the grammar (signs, parentheses) passes through here, so the
+    /// depth check bounds the stack for any input.
     fn unary(&mut self) -> Result<Expr, ParseError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.error(format!("expression nests deeper than {MAX_DEPTH} levels")));
+        }
+        self.depth += 1;
+        let result = self.unary_inner();
+        self.depth -= 1;
+        result
+    }
+
+    fn unary_inner(&mut self) -> Result<Expr, ParseError> {
         let start = self.pos;
         if self.eat("-") {
             return match self.unary()? {
@@ -394,6 +450,11 @@ impl<'a> Parser<'a> {
                 return Err(self.error("expected one of `=`, `!=`, `=~`, `!~`".into()));
             };
             let value = self.string()?;
+            if out.len() >= MAX_MATCHERS {
+                return Err(
+                    self.error(format!("more than {MAX_MATCHERS} matchers in one selector"))
+                );
+            }
             out.push(Matcher::new(label, op, &value).map_err(|m| self.error(m))?);
             if self.eat(",") {
                 continue;
@@ -457,6 +518,9 @@ mod tests {
     #[test]
     fn grafana_health_check_and_arithmetic() {
         assert_eq!(number("1+1"), 2.0);
+        assert_eq!(number(&format!("{}1", "-".repeat(MAX_DEPTH - 1))), -1.0);
+        assert_eq!(number("# comment\n# another\n 3"), 3.0);
+        assert_eq!(number(&format!("{}1", "# c\n".repeat(1000))), 1.0);
         assert_eq!(number(" 2 * (3 + 4) - -1 "), 15.0);
         assert_eq!(number("1e3 / 4"), 250.0);
         assert_eq!(number("7 % 4"), 3.0);
@@ -503,6 +567,20 @@ mod tests {
             ("", "end of query"),
             ("5m", "durations"),
             ("sensor_average sensor_samples", "unexpected"),
+            ("-".repeat(8000).as_str(), "bytes long"),
+            (
+                format!("{}1{}", "(".repeat(100), ")".repeat(100)).as_str(),
+                "nests deeper",
+            ),
+            (
+                format!("{}1", "-".repeat(MAX_DEPTH + 1)).as_str(),
+                "nests deeper",
+            ),
+            (r#"{l1=~`\w{200}`}"#, "too complex"),
+            (
+                format!("{{{}}}", vec![r#"job="x""#; MAX_MATCHERS + 1].join(",")).as_str(),
+                "matchers in one selector",
+            ),
         ] {
             let err = parse(q).expect_err(q);
             assert!(err.message.contains(why), "{q}: {err}");

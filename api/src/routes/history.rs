@@ -355,3 +355,31 @@ async fn render(
         summary,
     })
 }
+
+/// The history page's stylesheet (served, not inline, so the page's CSP forbids inline
+/// styles).
+pub const STYLESHEET: &str = include_str!("../../static/history.css");
+
+/// The history page's script (local times); served so the CSP forbids inline scripts.
+pub const SCRIPT: &str = include_str!("../../static/history.js");
+
+/// `GET /static/history.css`.
+pub async fn stylesheet() -> Response {
+    static_asset("text/css; charset=utf-8", STYLESHEET)
+}
+
+/// `GET /static/history.js`.
+pub async fn script() -> Response {
+    static_asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+fn static_asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, content_type),
+            (axum::http::header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}

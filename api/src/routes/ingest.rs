@@ -18,6 +18,7 @@ use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
 use crate::error::ApiError;
+use crate::fence::FenceError;
 use crate::routes::params::{ms_rfc3339, query_map, rfc3339_ms};
 use crate::store::{Average, IngestResult, IngestStatus, NewPoint};
 use crate::{AppState, BODY_LIMIT};
@@ -25,8 +26,66 @@ use crate::{AppState, BODY_LIMIT};
 /// Most items one batch may carry (a 64 KiB body holds about 400 anyway).
 pub const MAX_BATCH: usize = 1000;
 
-/// Longest accepted leader id.
-pub const MAX_LEADER_LEN: usize = 256;
+/// Longest accepted leader id (node ids are at most 128 characters).
+pub const MAX_LEADER_LEN: usize = 128;
+
+/// Largest accepted `|value|`: a million batches of values this large still sum to a
+/// finite number, so rollup sums and means never become `inf`.
+pub const MAX_ABS_VALUE: f64 = 1e12;
+
+/// Which `taken_at` times are plausible: not further ahead of the server's clock than
+/// `max_ahead` (clock skew), and not older than `max_age` (the retention, when set: an
+/// older point would be trimmed at once). A point from year 9999 would stay "newest"
+/// forever; one from before the retention pollutes the rollups until trimmed.
+#[derive(Clone, Copy, Debug)]
+pub struct Plausibility {
+    /// How far `taken_at` may be ahead of the server's clock.
+    pub max_ahead: std::time::Duration,
+    /// How far `taken_at` may be behind it; `None` = no lower bound but the epoch.
+    pub max_age: Option<std::time::Duration>,
+}
+
+impl Default for Plausibility {
+    /// Five minutes ahead, any age.
+    fn default() -> Self {
+        Plausibility {
+            max_ahead: std::time::Duration::from_secs(300),
+            max_age: None,
+        }
+    }
+}
+
+impl Plausibility {
+    /// Checks `taken_at_ms` against the window around `now_ms`; the error says why.
+    pub fn check_time(&self, taken_at_ms: i64, now_ms: i64) -> Result<(), String> {
+        let ahead = i64::try_from(self.max_ahead.as_millis()).unwrap_or(i64::MAX);
+        if taken_at_ms > now_ms.saturating_add(ahead) {
+            return Err(format!(
+                "taken_at is more than {} s ahead of the server's clock",
+                self.max_ahead.as_secs()
+            ));
+        }
+        let oldest = match self.max_age {
+            Some(age) => now_ms.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)),
+            None => 0,
+        };
+        if taken_at_ms < oldest {
+            return Err(match self.max_age {
+                Some(age) => format!("taken_at is older than the retention ({} s)", age.as_secs()),
+                None => "taken_at is before 1970".to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Whether `leader` is an acceptable leader id: 1 to [`MAX_LEADER_LEN`] bytes of printable
+/// ASCII (space to `~`), not blank. Control characters would reach the text logs.
+pub fn valid_leader(leader: &str) -> bool {
+    !leader.trim().is_empty()
+        && leader.len() <= MAX_LEADER_LEN
+        && leader.bytes().all(|b| (b' '..=b'~').contains(&b))
+}
 
 /// `POST /api/v1/averages`: one average or an array of them.
 ///
@@ -52,6 +111,7 @@ pub async fn post_averages(
             "empty body: expected a JSON object or array",
         ));
     }
+    let now = now_ms();
     let doc: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad("body", format!("malformed JSON: {e}")))?;
     let (batch, items) = match &doc {
@@ -68,12 +128,40 @@ pub async fn post_averages(
             let parsed = items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| parse_average(v, &format!("[{i}].")))
+                .map(|(i, v)| parse_average(v, &format!("[{i}]."), &state.plausibility, now))
                 .collect::<Result<Vec<_>, _>>()?;
             (true, parsed)
         }
-        other => (false, vec![parse_average(other, "")?]),
+        other => (
+            false,
+            vec![parse_average(other, "", &state.plausibility, now)?],
+        ),
     };
+    // The whole batch is valid; its highest token must be one ZooKeeper could have issued.
+    if let Some(fence) = &state.fence {
+        let (i, highest) = items
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, a)| a.fencing)
+            .map_or((0, 0), |(i, a)| (i, a.fencing));
+        let field = if batch {
+            format!("[{i}].fencing")
+        } else {
+            "fencing".to_string()
+        };
+        match fence.check(highest).await {
+            Ok(()) => {}
+            Err(e @ FenceError::Forged { .. }) => {
+                state.metrics.forged_fences.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(fencing = highest, error = %e, "forged fencing token refused");
+                return Err(ApiError::bad(&field, e.to_string()));
+            }
+            Err(e @ FenceError::Unverifiable(_)) => {
+                tracing::warn!(fencing = highest, error = %e, "fencing token not verifiable");
+                return Err(ApiError::Unavailable);
+            }
+        }
+    }
     let points: Vec<NewPoint> = items.into_iter().map(NewPoint::Round).collect();
     let results = state.store.ingest(&points).await?;
     account(&state, &points, &results);
@@ -164,8 +252,18 @@ fn respond(
     Ok((status, Json(body)).into_response())
 }
 
-/// Validates one JSON average; `prefix` is prepended to field names in errors.
-pub fn parse_average(v: &Value, prefix: &str) -> Result<Average, ApiError> {
+fn now_ms() -> i64 {
+    i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
+/// Validates one JSON average against the field rules and `plausible` at `now_ms`;
+/// `prefix` is prepended to field names in errors.
+pub fn parse_average(
+    v: &Value,
+    prefix: &str,
+    plausible: &Plausibility,
+    now_ms: i64,
+) -> Result<Average, ApiError> {
     let field = |name: &str| format!("{prefix}{name}");
     let obj: &Map<String, Value> = v.as_object().ok_or_else(|| {
         ApiError::bad(
@@ -189,8 +287,13 @@ pub fn parse_average(v: &Value, prefix: &str) -> Result<Average, ApiError> {
     let round = uint("round")?;
     let value = get("value")?
         .as_f64()
-        .filter(|x| x.is_finite())
-        .ok_or_else(|| ApiError::bad(&field("value"), "value must be a finite number"))?;
+        .filter(|x| x.is_finite() && x.abs() <= MAX_ABS_VALUE)
+        .ok_or_else(|| {
+            ApiError::bad(
+                &field("value"),
+                format!("value must be a finite number with |value| <= {MAX_ABS_VALUE:e}"),
+            )
+        })?;
     let samples = u32::try_from(uint("samples")?)
         .ok()
         .filter(|s| *s >= 1)
@@ -202,11 +305,11 @@ pub fn parse_average(v: &Value, prefix: &str) -> Result<Average, ApiError> {
         })?;
     let leader = get("leader")?
         .as_str()
-        .filter(|s| !s.trim().is_empty() && s.len() <= MAX_LEADER_LEN)
+        .filter(|s| valid_leader(s))
         .ok_or_else(|| {
             ApiError::bad(
                 &field("leader"),
-                format!("leader must be a non-empty string of at most {MAX_LEADER_LEN} bytes"),
+                format!("leader must be 1 to {MAX_LEADER_LEN} printable ASCII characters"),
             )
         })?
         .to_string();
@@ -221,6 +324,9 @@ pub fn parse_average(v: &Value, prefix: &str) -> Result<Average, ApiError> {
             format!("{taken_at:?} is not an RFC 3339 time"),
         )
     })?;
+    plausible
+        .check_time(taken_at_ms, now_ms)
+        .map_err(|m| ApiError::bad(&field("taken_at"), m))?;
     Ok(Average {
         round,
         value,
@@ -253,8 +359,13 @@ pub async fn legacy(
     let value = raw
         .parse::<f64>()
         .ok()
-        .filter(|x| x.is_finite())
-        .ok_or_else(|| ApiError::bad("dato", format!("{raw:?} is not a finite number")))?;
+        .filter(|x| x.is_finite() && x.abs() <= MAX_ABS_VALUE)
+        .ok_or_else(|| {
+            ApiError::bad(
+                "dato",
+                format!("{raw:?} is not a finite number with |value| <= {MAX_ABS_VALUE:e}"),
+            )
+        })?;
     let now = OffsetDateTime::now_utc();
     let taken_at_ms = i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
     let taken_at = ms_rfc3339(taken_at_ms);
@@ -267,4 +378,64 @@ pub async fn legacy(
     let results = state.store.ingest(&points).await?;
     account(&state, &points, &results);
     Ok(Json(json!({"status": "stored", "value": value, "taken_at": taken_at})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    #[test]
+    fn taken_at_window() {
+        let p = Plausibility::default();
+        assert!(p.check_time(NOW, NOW).is_ok());
+        assert!(p.check_time(NOW + 299_000, NOW).is_ok());
+        assert!(p.check_time(NOW + 301_000, NOW).is_err());
+        assert!(p.check_time(253_402_300_000_000, NOW).is_err(), "year 9999");
+        assert!(p.check_time(0, NOW).is_ok(), "no retention: any age");
+        assert!(p.check_time(-1, NOW).is_err());
+        let p = Plausibility {
+            max_ahead: Duration::from_secs(60),
+            max_age: Some(Duration::from_secs(3600)),
+        };
+        assert!(p.check_time(NOW - 3_599_000, NOW).is_ok());
+        assert!(p.check_time(NOW - 3_601_000, NOW).is_err());
+        assert!(p.check_time(i64::MIN, NOW).is_err());
+        assert!(p.check_time(i64::MAX, NOW).is_err());
+    }
+
+    #[test]
+    fn leader_ids() {
+        assert!(valid_leader("node-1"));
+        assert!(valid_leader("<script>alert('x')</script> \"quoted\""));
+        assert!(valid_leader(&"x".repeat(MAX_LEADER_LEN)));
+        for bad in [
+            "",
+            "   ",
+            "evil\u{1b}[31m",
+            "line\nbreak",
+            "tab\there",
+            "nodé",
+            &"x".repeat(MAX_LEADER_LEN + 1),
+        ] {
+            assert!(!valid_leader(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn values_whose_sums_stay_finite() {
+        let p = Plausibility::default();
+        let item = |v: Value| {
+            json!({"round": 1, "value": v, "samples": 1, "leader": "n",
+                                     "fencing": 1, "taken_at": "2027-01-15T08:00:00Z"})
+        };
+        assert!(parse_average(&item(json!(MAX_ABS_VALUE)), "", &p, NOW).is_ok());
+        assert!(parse_average(&item(json!(-MAX_ABS_VALUE)), "", &p, NOW).is_ok());
+        for v in [json!(1e308), json!(-1e13), json!("1")] {
+            let err = parse_average(&item(v), "", &p, NOW).expect_err("refused");
+            assert!(matches!(err, ApiError::BadRequest { ref field, .. } if field == "value"));
+        }
+    }
 }
