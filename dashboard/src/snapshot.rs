@@ -118,7 +118,7 @@ pub struct Sensor {
     pub raw: String,
     /// When the reading was written (znode mtime, ms since the epoch).
     pub updated_ms: Option<i64>,
-    /// Whether it already read for the running round.
+    /// Whether its reading counts for the running round (the leader's freshness rule).
     pub in_round: bool,
 }
 
@@ -248,7 +248,6 @@ pub enum ReadError {
 /// What [`read_cluster`] adds to `sensorctl status`.
 struct Extras {
     leader: Option<(String, u64, i64)>,
-    barrier_ctime_ms: Option<i64>,
     config: Vec<(ConfigKey, Option<String>, Option<i32>)>,
     conflicts: Vec<String>,
     api_instances: Vec<ApiInstance>,
@@ -308,9 +307,6 @@ async fn read_extras(client: &zkc::Client) -> Result<Extras, ZkError> {
             break;
         }
     }
-    let barrier_ctime_ms = get_opt(client, layout::BARRIER)
-        .await?
-        .map(|(_, stat)| stat.ctime);
     let mut config = Vec::new();
     for key in ConfigKey::ALL {
         let (stored, version) = match get_opt(client, key.znode()).await? {
@@ -333,7 +329,6 @@ async fn read_extras(client: &zkc::Client) -> Result<Extras, ZkError> {
     }
     Ok(Extras {
         leader,
-        barrier_ctime_ms,
         config,
         conflicts,
         api_instances,
@@ -347,7 +342,6 @@ fn rfc3339_ms(text: &str) -> Option<i64> {
 }
 
 fn assemble(status: ctl::ClusterStatus, extras: Extras) -> Cluster {
-    let barrier = extras.barrier_ctime_ms.filter(|_| status.round.open);
     let sensors: Vec<Sensor> = status
         .nodes
         .iter()
@@ -358,7 +352,7 @@ fn assemble(status: ctl::ClusterStatus, extras: Extras) -> Cluster {
                 reading: n.reading,
                 raw: clip(&n.raw, 64),
                 updated_ms,
-                in_round: matches!((barrier, updated_ms), (Some(b), Some(u)) if u >= b),
+                in_round: status.round.open && n.fresh,
             }
         })
         .collect();

@@ -21,6 +21,7 @@ use crate::config::{
 };
 use crate::layout;
 use crate::outbox::{conflict_entry, CONFLICTS};
+use crate::round::RoundState;
 use crate::zk::{self, Election, Session, SessionConfig, ZkError};
 
 /// Command line of `sensorctl`.
@@ -290,6 +291,10 @@ pub struct NodeReading {
     pub raw: String,
     /// When the reading was written (znode mtime), RFC 3339 UTC.
     pub updated_at: Option<String>,
+    /// Whether this reading counts for the round in progress, by the leader's own rule
+    /// ([`crate::round::RoundState::counts`]: written after the previous round closed).
+    /// `false` while `/rounds/last` is unreadable.
+    pub fresh: bool,
 }
 
 /// Round bookkeeping.
@@ -476,6 +481,12 @@ pub async fn status(session: &Session, timeout: Duration) -> Result<ClusterStatu
     let status = zk::retrying(session, timeout, |client| {
         let contenders = contenders.clone();
         async move {
+            // Read before the readings, so a commit in between only makes readings look stale.
+            let round_state = match RoundState::read(&client).await {
+                Ok(state) => Some(state),
+                Err(ZkError::Malformed { .. }) => None,
+                Err(e) => return Err(e),
+            };
             let mut nodes = Vec::new();
             for id in children_opt(&client, layout::READINGS)
                 .await?
@@ -489,6 +500,7 @@ pub async fn status(session: &Session, timeout: Duration) -> Result<ClusterStatu
                         reading: raw.parse::<f64>().ok().filter(|v| v.is_finite()),
                         raw,
                         updated_at: rfc3339_from_ms(stat.mtime),
+                        fresh: round_state.is_some_and(|r| r.counts(stat.mzxid)),
                     });
                 }
             }
