@@ -165,37 +165,12 @@ pub enum NewPoint {
     },
 }
 
-/// What happened to one item of an ingest call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IngestStatus {
-    /// Newly stored.
-    Stored,
-    /// The round was already stored with the same value: nothing written, still a success.
-    Duplicate,
-    /// The round is stored with a different value: rejected.
-    Conflict,
-    /// The fencing token is lower than the highest accepted (a deposed leader): rejected.
-    StaleLeader,
-    /// Not written because another item of the same batch was rejected.
-    NotApplied,
-}
+/// What happened to one item of an ingest call: the wire contract's per-item status,
+/// shared with the nodes (see [`sensor_node::result`]).
+pub use sensor_node::result::ItemStatus as IngestStatus;
 
-impl IngestStatus {
-    /// Whether this status rejects the request.
-    pub fn is_rejection(self) -> bool {
-        matches!(self, IngestStatus::Conflict | IngestStatus::StaleLeader)
-    }
-}
-
-/// Outcome of one ingested item.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct IngestResult {
-    /// Round of the item (0 for legacy).
-    pub round: u64,
-    /// What happened.
-    pub status: IngestStatus,
-}
+/// Outcome of one ingested item (the wire contract's [`sensor_node::result::ItemResult`]).
+pub use sensor_node::result::ItemResult as IngestResult;
 
 /// A position in the time order: the `(taken_at_ms, member)` of a point. Pages continue
 /// strictly before (older) or after (newer) it.

@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
+use sensor_node::result::BatchAnswer;
 use time::OffsetDateTime;
 
 use crate::error::ApiError;
@@ -121,10 +122,6 @@ fn respond(
         .iter()
         .filter(|r| r.status == IngestStatus::Stored)
         .count();
-    let duplicates = results
-        .iter()
-        .filter(|r| r.status == IngestStatus::Duplicate)
-        .count();
     if let Some(bad) = results.iter().find(|r| r.status.is_rejection()) {
         let message = match bad.status {
             IngestStatus::Conflict => format!(
@@ -157,7 +154,7 @@ fn respond(
         StatusCode::OK
     };
     let body = if batch {
-        json!({"stored": stored, "duplicates": duplicates, "results": results})
+        json!(BatchAnswer::new(results))
     } else {
         json!(results.first())
     };
