@@ -491,6 +491,7 @@ mod tests {
             leader: "n1".into(),
             fencing: 1,
             taken_at: "2026-01-01T00:00:00Z".into(),
+            cluster: Default::default(),
         }];
         assert!(confirmation(200, b"<html>list</html>", &batch).is_err());
         assert!(confirmation(200, b"{}", &batch).is_err());

@@ -25,6 +25,95 @@ pub struct RoundResult {
     pub fencing: u64,
     /// When the leader closed the round, RFC 3339 UTC.
     pub taken_at: String,
+    /// The cluster (ZooKeeper ensemble) whose series this round belongs to: rounds are
+    /// unique per `(cluster, round)` and fenced per cluster. Omitted on the wire for the
+    /// default cluster, so results committed by older nodes (which have no such field) and
+    /// their deliveries read as the default cluster.
+    #[serde(default, skip_serializing_if = "ClusterId::is_default")]
+    pub cluster: ClusterId,
+}
+
+/// Identity of one ZooKeeper ensemble's round series (the `/cluster` znode, a UUID for
+/// ensembles created by this version). Round numbers restart at 1 on a fresh ensemble, so
+/// the API keys rounds and fencing tokens by cluster: a new or restored ensemble starts a
+/// new series instead of colliding with the old one.
+///
+/// 1 to [`ClusterId::MAX_LEN`] characters of `A-Z a-z 0-9 . _ -`. The id `default` is the
+/// series of everything sent without a cluster id (older nodes, legacy `/nuevo` points).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ClusterId(String);
+
+/// Why a text is not a [`ClusterId`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cluster id must be 1 to {max} characters of A-Z a-z 0-9 . _ - (got {shown:?})", max = ClusterId::MAX_LEN)]
+pub struct InvalidClusterId {
+    /// The offending text, cut to 80 characters.
+    pub shown: String,
+}
+
+impl ClusterId {
+    /// Longest accepted id (a UUID has 36 characters).
+    pub const MAX_LEN: usize = 64;
+    /// The id of the default cluster.
+    pub const DEFAULT: &'static str = "default";
+
+    /// Validates `text` (surrounding whitespace ignored).
+    pub fn parse(text: &str) -> Result<ClusterId, InvalidClusterId> {
+        let t = text.trim();
+        let ok = !t.is_empty()
+            && t.len() <= Self::MAX_LEN
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(ClusterId(t.to_string()))
+        } else {
+            Err(InvalidClusterId {
+                shown: t.chars().take(80).collect(),
+            })
+        }
+    }
+
+    /// A fresh random id (UUID v4) for a new ensemble.
+    pub fn random() -> ClusterId {
+        ClusterId(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// Whether this is the default cluster.
+    pub fn is_default(&self) -> bool {
+        self.0 == Self::DEFAULT
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for ClusterId {
+    /// The default cluster.
+    fn default() -> Self {
+        ClusterId(Self::DEFAULT.to_string())
+    }
+}
+
+impl std::fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for ClusterId {
+    type Error = InvalidClusterId;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        ClusterId::parse(&text)
+    }
+}
+
+impl From<ClusterId> for String {
+    fn from(id: ClusterId) -> String {
+        id.0
+    }
 }
 
 /// What happened to one item of a delivery, as the API reports it (`"status"` in
@@ -150,6 +239,7 @@ mod tests {
             leader: "n1".into(),
             fencing: 1,
             taken_at: "2026-01-01T00:00:00Z".into(),
+            cluster: ClusterId::default(),
         }
     }
 
@@ -178,6 +268,25 @@ mod tests {
             item(2, ItemStatus::NotApplied),
         ]);
         assert!(odd.confirms(&sent).is_err());
+    }
+
+    #[test]
+    fn cluster_ids_are_bounded_and_default_is_omitted_on_the_wire() {
+        assert!(ClusterId::parse("5f0c2a9e-1b7d-4c1e-9a53-0b2a4c6d8e10").is_ok());
+        for bad in ["", "a b", "a:b", "ü", &"x".repeat(65)] {
+            assert!(ClusterId::parse(bad).is_err(), "{bad:?}");
+        }
+        let legacy =
+            r#"{"round":1,"value":1.0,"samples":1,"leader":"n1","fencing":1,"taken_at":"t"}"#;
+        let old: RoundResult = serde_json::from_str(legacy).unwrap();
+        assert!(old.cluster.is_default());
+        assert_eq!(serde_json::to_string(&old).unwrap(), legacy);
+        let mut new = old.clone();
+        new.cluster = ClusterId::parse("c1").unwrap();
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(text.ends_with(r#""cluster":"c1"}"#), "{text}");
+        let bad = legacy.replace('}', r#","cluster":"no way"}"#);
+        assert!(serde_json::from_str::<RoundResult>(&bad).is_err());
     }
 
     #[test]

@@ -26,7 +26,13 @@ async fn redirector(target: String) -> String {
     let location = format!("{target}/api/v1/averages");
     let app = Router::new().fallback(move || {
         let location = location.clone();
-        async move { (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, location)]).into_response() }
+        async move {
+            (
+                StatusCode::MOVED_PERMANENTLY,
+                [(header::LOCATION, location)],
+            )
+                .into_response()
+        }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -119,7 +125,11 @@ async fn nothing_leaves_the_outbox_while_the_api_url_redirects() {
             .iter()
             .any(|e| e["location"] == format!("{}/api/v1/averages", api.url))
     });
-    assert!(warned, "the redirect is logged with its Location\n{}", tails(&nodes));
+    assert!(
+        warned,
+        "the redirect is logged with its Location\n{}",
+        tails(&nodes)
+    );
 
     // The operator points the fleet at the API itself: the backlog drains, in order.
     zk::ensure_path(&client, layout::CONFIG).await.unwrap();
@@ -135,7 +145,11 @@ async fn nothing_leaves_the_outbox_while_the_api_url_redirects() {
         api.rounds(&http).await.len() as u64 >= last + 2
     })
     .await;
-    assert!(drained, "backlog delivered once the URL is right\n{}", tails(&nodes));
+    assert!(
+        drained,
+        "backlog delivered once the URL is right\n{}",
+        tails(&nodes)
+    );
     let rounds = api.rounds(&http).await;
     let expected: Vec<u64> = (1..=rounds.len() as u64).collect();
     assert_eq!(rounds, expected, "every round stored once, in order");

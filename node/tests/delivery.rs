@@ -114,6 +114,7 @@ fn result(round: u64, value: f64) -> RoundResult {
         leader: "n1".to_string(),
         fencing: 42,
         taken_at: "2026-11-26T22:00:00Z".to_string(),
+        cluster: Default::default(),
     }
 }
 
@@ -425,6 +426,9 @@ async fn a_redirect_is_not_followed_and_the_error_names_the_location() {
     assert!(err.is_retryable(), "{err:?}");
     let text = err.to_string();
     assert!(text.contains("301") && text.contains(&location), "{text}");
-    assert!(rx.seen().is_empty(), "the redirect target was never contacted");
+    assert!(
+        rx.seen().is_empty(),
+        "the redirect target was never contacted"
+    );
     session.close();
 }

@@ -14,13 +14,13 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Map, Value};
 use sensor_node::result::BatchAnswer;
+use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
 use crate::error::ApiError;
 use crate::routes::params::{ms_rfc3339, query_map, rfc3339_ms};
-use crate::store::{Average, IngestResult, IngestStatus, NewPoint};
+use crate::store::{Average, ClusterId, IngestResult, IngestStatus, NewPoint};
 use crate::{AppState, BODY_LIMIT};
 
 /// Most items one batch may carry (a 64 KiB body holds about 400 anyway).
@@ -75,6 +75,13 @@ pub async fn post_averages(
         }
         other => (false, vec![parse_average(other, "")?]),
     };
+    // Fencing is per cluster, and the store checks one cluster's fence per call.
+    if let Some(i) = items.iter().position(|a| a.cluster != items[0].cluster) {
+        return Err(ApiError::bad(
+            &format!("[{i}].cluster"),
+            "every item of a batch must belong to the same cluster",
+        ));
+    }
     let points: Vec<NewPoint> = items.into_iter().map(NewPoint::Round).collect();
     let results = state.store.ingest(&points).await?;
     account(&state, &points, &results);
@@ -218,6 +225,16 @@ pub fn parse_average(v: &Value, prefix: &str) -> Result<Average, ApiError> {
             format!("{taken_at:?} is not an RFC 3339 time"),
         )
     })?;
+    // Absent (older nodes) = the default cluster.
+    let cluster = match obj.get("cluster").filter(|v| !v.is_null()) {
+        None => ClusterId::default(),
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| ApiError::bad(&field("cluster"), "cluster must be a string"))
+            .and_then(|c| {
+                ClusterId::parse(c).map_err(|e| ApiError::bad(&field("cluster"), e.to_string()))
+            })?,
+    };
     Ok(Average {
         round,
         value,
@@ -226,6 +243,7 @@ pub fn parse_average(v: &Value, prefix: &str) -> Result<Average, ApiError> {
         fencing,
         taken_at,
         taken_at_ms,
+        cluster,
     })
 }
 
