@@ -33,6 +33,7 @@
 
 pub mod config;
 pub mod error;
+pub mod fence;
 pub mod grafana;
 pub mod metrics;
 pub mod prom;
