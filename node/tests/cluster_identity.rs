@@ -1,14 +1,18 @@
 //! A fleet moved to a fresh ZooKeeper ensemble while Redis keeps the history starts a new
 //! series: nothing set aside, nobody deposed, every new round stored.
 //!
-//! Every part real: three standalone ZooKeeper servers (three separate "ensembles" with
-//! their own data directories, as when a user switches compose files that share the Redis
-//! volume but not ZooKeeper's), one Redis, the `sensor-api` binary and three `sensor-node`
-//! processes per phase. Phase B's ensemble is fresh, so its zxids (fencing tokens) are
-//! lower than A's; phase C's is fresh too, but driven past every token A and B issued
-//! first, so its rounds 1, 2, ... arrive with higher tokens than the API has seen. Before
-//! cluster identities, B's deliveries were all `stale_leader` and C's rounds came back as
-//! conflicts and were set aside. Needs the `sensor-api` binary (see `real_api`).
+//! Every part real: standalone ZooKeeper servers (separate "ensembles" with their own data
+//! directories, as when a user switches compose files that share the Redis volume but not
+//! ZooKeeper's), one Redis, the `sensor-api` binary and `sensor-node` processes.
+//! * Restarted fleet: phase B's ensemble is fresh, so its zxids (fencing tokens) are lower
+//!   than A's; phase C's is fresh too, but driven past every token A and B issued first.
+//!   On the code before cluster identities, B's rounds 1..5 came back as conflicts and were
+//!   set aside (the conflict check precedes the fence check), and no new round was stored.
+//! * Running fleet: the servers behind the nodes' connect string are replaced by a fresh
+//!   ensemble while the nodes keep running; after their sessions expire they read the new
+//!   ensemble's id and start its series.
+//!
+//! Needs the `sensor-api` binary (see `real_api`).
 
 mod common;
 mod real_api;
@@ -318,4 +322,135 @@ async fn futures_join(n: usize, zk: &str) -> Vec<Session> {
         out.push(connect(zk).await);
     }
     out
+}
+
+/// A TCP proxy on 127.0.0.1 whose target can be switched: every connection is cut at the
+/// switch, new ones go to the new target (ZooKeeper servers replaced behind one address).
+struct SwitchProxy {
+    addr: String,
+    target: std::sync::Arc<tokio::sync::watch::Sender<u16>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SwitchProxy {
+    async fn start(target: u16) -> SwitchProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = format!("127.0.0.1:{}", listener.local_addr().expect("addr").port());
+        let (tx, _) = tokio::sync::watch::channel(target);
+        let tx = std::sync::Arc::new(tx);
+        let shared = tx.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let mut switched = shared.subscribe();
+                let port = *switched.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = switched.changed() => {}
+                    }
+                });
+            }
+        });
+        SwitchProxy {
+            addr,
+            target: tx,
+            task,
+        }
+    }
+
+    fn switch(&self, port: u16) {
+        self.target.send_replace(port);
+    }
+}
+
+impl Drop for SwitchProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_nodes_follow_an_ensemble_replaced_behind_the_same_address() {
+    let redis = RedisServer::start().expect("redis");
+    let token = "cluster-swap-token";
+    let api = real_api::spawn_api(&redis, None, "api-swap", token);
+    let http = reqwest::Client::new();
+    api.wait_ready(&http).await;
+    let zk_a = ZkServer::start().expect("zk A");
+    let proxy = SwitchProxy::start(zk_a.port()).await;
+    let mut opts = NodeOpts::new(&proxy.addr, Some(&api.url));
+    opts.token = Some(token.to_string());
+    let nodes: Vec<Node> = (1..=3)
+        .map(|i| common::spawn(&format!("s-n{i}"), &opts))
+        .collect();
+    let first = testkit::wait_until_async(Duration::from_secs(60), || async {
+        api.items(&http).await.unwrap_or_default().len() >= ROUNDS_PER_SERIES
+    })
+    .await;
+    assert!(first, "first series\n{}", tails(&nodes));
+    let before = api.items(&http).await.expect("list").len();
+
+    // The servers are replaced by a fresh ensemble (lower zxids) behind the same address;
+    // the nodes keep running.
+    let zk_b = ZkServer::start().expect("zk B");
+    proxy.switch(zk_b.port());
+    drop(zk_a);
+    let second = testkit::wait_until_async(Duration::from_secs(90), || async {
+        api.items(&http).await.unwrap_or_default().len() >= before + ROUNDS_PER_SERIES
+    })
+    .await;
+    let session = connect(&zk_b.connect_string()).await;
+    let client = session.client().expect("client");
+    let conflicts = client
+        .list_children("/rounds/conflicts")
+        .await
+        .unwrap_or_default();
+    let id_b = client
+        .get_data("/cluster")
+        .await
+        .map(|(d, _)| String::from_utf8_lossy(&d).into_owned())
+        .unwrap_or_default();
+    session.close();
+    assert!(
+        second,
+        "the fleet delivers on the new ensemble\n{}",
+        tails(&nodes)
+    );
+    assert!(
+        conflicts.is_empty(),
+        "set aside: {conflicts:?}\n{}",
+        leader_terms(&nodes)
+    );
+    let items = api.items(&http).await.expect("list");
+    let rounds_b: Vec<u64> = items
+        .iter()
+        .filter(|v| v["cluster"] == id_b.as_str())
+        .map(|v| v["round"].as_u64().expect("round"))
+        .collect();
+    let expected: Vec<u64> = (1..=rounds_b.len() as u64).collect();
+    assert_eq!(
+        rounds_b, expected,
+        "the new ensemble's own series, from round 1"
+    );
+}
+
+/// Every "became leader" log line of the fleet (node, fencing token, cluster), for failures.
+fn leader_terms(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .flat_map(|n| {
+            n.events_named("became leader")
+                .into_iter()
+                .map(move |e| format!("{} {} {}\n", n.id, e["fencing"], e["cluster"]))
+        })
+        .collect()
 }
