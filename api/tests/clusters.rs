@@ -112,6 +112,37 @@ async fn each_cluster_is_its_own_series_and_fence() {
     );
     let (_, stats) = app.get_json("/api/v1/stats").await;
     assert_eq!(stats["count"], 5);
+    // Grafana counts the rounds of every series, in time order.
+    let iso = |ms: i64| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let query = json!({
+        "range": {"from": iso(BASE_MS), "to": iso(BASE_MS + 9_999)},
+        "intervalMs": 1000,
+        "maxDataPoints": 100,
+        "targets": [{"refId": "A", "target": "rounds", "payload": {}}],
+    });
+    let r = app
+        .client
+        .post(app.url("/grafana/query"))
+        .json(&query)
+        .send()
+        .await
+        .expect("grafana");
+    assert_eq!(r.status(), 200);
+    let series: Value = r.json().await.expect("json");
+    let points: Vec<(f64, i64)> = series[0]["datapoints"]
+        .as_array()
+        .expect("datapoints")
+        .iter()
+        .filter_map(|p| Some((p[0].as_f64()?, p[1].as_i64()?)))
+        .collect();
+    let counted: f64 = points.iter().map(|p| p.0).sum();
+    assert_eq!(counted, 5.0, "{series}");
+    assert!(points.windows(2).all(|w| w[0].1 < w[1].1), "{series}");
     // The clusters the store knows, for `sensor-api fence show`.
     let clusters = app.state.store.clusters().await.unwrap();
     assert_eq!(clusters, vec![default, cluster_b]);
