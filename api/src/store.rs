@@ -346,8 +346,9 @@ impl Keys {
 /// KEYS: rec, time, fence, last_round (both of the batch's cluster), legacy_seq, then
 /// (roll, rollidx) per level, leaders, clusters.
 /// ARGV: nlevels, steps..., nitems, then per item: kind ("r"/"l"), round (20 digits),
-/// value, fencing (20 digits), taken_at_ms, samples, json, leader, member (node rounds:
-/// `r:<round>[:<cluster>]`), then the batch's cluster id.
+/// value, fencing (20 digits), taken_at_ms, samples, json, leader; then the batch's
+/// cluster id (node round members are `r:<round>` for `default`, `r:<round>:<cluster>`
+/// otherwise, as [`round_member`] builds them).
 /// Returns a flat array: status per item, and for legacy items the assigned member.
 const INGEST_LUA: &str = r#"
 local nlevels = tonumber(ARGV[1])
@@ -359,13 +360,15 @@ local fence = redis.call('GET', KEYS[3]) or '00000000000000000000'
 local statuses = {}
 local pending = {}
 local rejected = false
-local W = 9
+local W = 8
 local cluster = ARGV[base + nitems * W + 1]
+local suffix = ''
+if cluster ~= 'default' then suffix = ':' .. cluster end
 for i = 0, nitems - 1 do
   local o = base + i * W
   local kind = ARGV[o + 1]
   if kind == 'r' then
-    local member = ARGV[o + 9]
+    local member = 'r:' .. ARGV[o + 2] .. suffix
     local value = tonumber(ARGV[o + 3])
     local fencing = ARGV[o + 4]
     local prev = pending[member]
@@ -480,7 +483,7 @@ for i = 0, nitems - 1 do
   local member = ''
   if statuses[i + 1] == 'stored' then
     if kind == 'r' then
-      member = ARGV[o + 9]
+      member = 'r:' .. ARGV[o + 2] .. suffix
       stored_round = true
       local lr = redis.call('GET', KEYS[4])
       if (not lr) or ARGV[o + 2] > lr then redis.call('SET', KEYS[4], ARGV[o + 2]) end
@@ -593,7 +596,8 @@ fn pad(n: u64) -> String {
     format!("{n:020}")
 }
 
-/// The member of node round `round` of `cluster` (see the module doc).
+/// The member of node round `round` of `cluster` (see the module doc; the ingest script
+/// builds the same).
 fn round_member(cluster: &ClusterId, round: u64) -> String {
     if cluster.is_default() {
         format!("r:{}", pad(round))
@@ -785,8 +789,7 @@ impl Store {
                         .arg(a.taken_at_ms)
                         .arg(a.samples)
                         .arg(json)
-                        .arg(&a.leader)
-                        .arg(round_member(&a.cluster, a.round));
+                        .arg(&a.leader);
                 }
                 NewPoint::Legacy {
                     value,
@@ -812,7 +815,6 @@ impl Store {
                         .arg(taken_at_ms)
                         .arg(1)
                         .arg(json)
-                        .arg("")
                         .arg("");
                 }
             }
