@@ -43,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
                         fencing: 1 + r / 100_000,
                         taken_at: String::new(),
                         taken_at_ms: base_ms + r as i64 * 1000,
+                        cluster: Default::default(),
                     })
                 })
                 .collect();

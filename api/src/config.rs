@@ -41,6 +41,34 @@ pub enum Command {
         #[arg(long, default_value = "3s", value_parser = parse_duration)]
         timeout: Duration,
     },
+    /// Inspect or reset the fencing tokens in Redis (uses --redis/REDIS_URL and
+    /// --key-prefix/KEY_PREFIX; the server need not run). See `sensor_api::fence`.
+    Fence {
+        /// What to do.
+        #[command(subcommand)]
+        action: FenceAction,
+    },
+}
+
+/// `sensor-api fence ...`.
+#[derive(Debug, Subcommand)]
+pub enum FenceAction {
+    /// Print `<cluster> <highest accepted fencing token>` per cluster (0 = none).
+    Show {
+        /// Only this cluster (`default` = deliveries without a cluster id).
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// Set a cluster's fence to --to (default 0: cleared, any token accepted until the
+    /// next delivery raises it again); prints the previous and the new value.
+    Reset {
+        /// The cluster whose fence to reset (`default` for deliveries without an id).
+        #[arg(long)]
+        cluster: String,
+        /// The new fence (e.g. the current leader's token from `sensorctl status`).
+        #[arg(long, default_value_t = 0)]
+        to: u64,
+    },
 }
 
 /// Log line format.

@@ -25,10 +25,10 @@
 //! Without ZooKeeper the API cannot tell a forged token from a real one and trusts every
 //! holder of the write token (see the README).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sensor_node::result::ClusterId;
 use sensor_node::zk::{ensure_path, Session};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -59,14 +59,34 @@ pub enum FenceError {
     Unverifiable(String),
 }
 
+/// How long a learned ensemble id is trusted for deciding that a batch's cluster is another
+/// ensemble's (an ensemble swapped behind the same address shows up at the next refresh).
+pub const ENSEMBLE_ID_TTL: Duration = Duration::from_secs(10);
+
 /// Checks fencing tokens against the ensemble's zxid; cheap to clone.
+///
+/// Tokens are comparable only with the zxids of the ensemble that issued them, and each
+/// cluster id names one ensemble ([`sensor_node::cluster`]). So a token is checked only when
+/// its batch belongs to the cluster of the ensemble this API is connected to (its `/cluster`
+/// znode; `default` while absent). A batch of another cluster cannot be verified here and is
+/// let through, as without ZooKeeper: a forged token there can only become the fence of that
+/// other cluster's series, never of the live one.
 #[derive(Clone)]
 pub struct FenceCheck {
     session: Session,
-    /// Highest zxid seen so far (0 = none yet).
-    ceiling: Arc<AtomicU64>,
-    /// Serialises refreshes; holds the time of the last one.
-    last_refresh: Arc<Mutex<Option<Instant>>>,
+    /// What the last refresh learned; the lock also serialises refreshes.
+    known: Arc<Mutex<Known>>,
+}
+
+/// The ensemble as of the last refresh.
+#[derive(Default)]
+struct Known {
+    /// Its cluster id (`None`: not read yet).
+    ensemble: Option<ClusterId>,
+    /// Highest zxid seen on it (0 = none yet).
+    ceiling: u64,
+    /// When the last refresh started.
+    last_refresh: Option<Instant>,
 }
 
 impl FenceCheck {
@@ -74,40 +94,64 @@ impl FenceCheck {
     pub fn new(session: Session) -> FenceCheck {
         FenceCheck {
             session,
-            ceiling: Arc::new(AtomicU64::new(0)),
-            last_refresh: Arc::new(Mutex::new(None)),
+            known: Arc::new(Mutex::new(Known::default())),
         }
     }
 
-    /// The cached ceiling (highest zxid seen).
-    pub fn ceiling(&self) -> u64 {
-        self.ceiling.load(Ordering::Acquire)
+    /// The cached ceiling (highest zxid seen on the connected ensemble).
+    pub async fn ceiling(&self) -> u64 {
+        self.known.lock().await.ceiling
     }
 
-    /// Accepts `token` when it is at or below the ensemble's current zxid.
-    pub async fn check(&self, token: u64) -> Result<(), FenceError> {
-        if token <= self.ceiling() {
+    /// Accepts `token` of a batch of `cluster` when it is at or below the ensemble's current
+    /// zxid, or when `cluster` is not the connected ensemble's (see the type's doc).
+    pub async fn check(&self, cluster: &ClusterId, token: u64) -> Result<(), FenceError> {
+        let mut known = self.known.lock().await;
+        let ours = known.ensemble.as_ref().map(|id| id == cluster);
+        if ours == Some(true) && token <= known.ceiling {
             return Ok(());
         }
-        let mut last = self.last_refresh.lock().await;
-        // Another request may have refreshed while we waited.
-        if token <= self.ceiling() {
+        let recent = known
+            .last_refresh
+            .is_some_and(|at| at.elapsed() < ENSEMBLE_ID_TTL);
+        if ours == Some(false) && recent {
             return Ok(());
         }
-        if let Some(at) = *last {
+        if let Some(at) = known.last_refresh {
             tokio::time::sleep_until(at + MIN_REFRESH_INTERVAL).await;
         }
-        *last = Some(Instant::now());
-        let zxid = tokio::time::timeout(REFRESH_TIMEOUT, self.current_zxid())
+        known.last_refresh = Some(Instant::now());
+        let (ensemble, zxid) = tokio::time::timeout(REFRESH_TIMEOUT, self.current_ensemble())
             .await
             .map_err(|_| FenceError::Unverifiable("ZooKeeper did not answer in time".into()))??;
-        self.ceiling.fetch_max(zxid, Ordering::AcqRel);
-        tracing::debug!(zxid, token, "fence ceiling refreshed");
-        if token <= zxid {
+        if known.ensemble.as_ref() != Some(&ensemble) {
+            known.ceiling = 0;
+        }
+        known.ceiling = known.ceiling.max(zxid);
+        tracing::debug!(zxid, token, ensemble = %ensemble, "fence ceiling refreshed");
+        let ceiling = known.ceiling;
+        let ours = &ensemble == cluster;
+        known.ensemble = Some(ensemble);
+        if !ours || token <= ceiling {
             Ok(())
         } else {
             Err(FenceError::Forged { token, zxid })
         }
+    }
+
+    /// The connected ensemble's cluster id and its current zxid.
+    async fn current_ensemble(&self) -> Result<(ClusterId, u64), FenceError> {
+        let zxid = self.current_zxid().await?;
+        let client = self
+            .session
+            .wait_connected()
+            .await
+            .map_err(|e| FenceError::Unverifiable(e.to_string()))?;
+        let id = sensor_node::cluster::read(&client)
+            .await
+            .map_err(|e| FenceError::Unverifiable(e.to_string()))?
+            .unwrap_or_default();
+        Ok((id, zxid))
     }
 
     /// Writes the probe znode and returns the zxid of that write.

@@ -38,6 +38,7 @@
 pub mod config;
 pub mod error;
 pub mod fence;
+pub mod fence_cmd;
 pub mod grafana;
 pub mod metrics;
 pub mod prom;

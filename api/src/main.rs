@@ -44,6 +44,18 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Fence { action }) => {
+            match runtime.block_on(sensor_api::fence_cmd::run(&cli.config, action)) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sensor-api fence: {e:#}");
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
         None => match runtime.block_on(serve(cli.config)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -7,17 +7,31 @@
 //! |--------------------|--------|------------------------------------------------------------|
 //! | `P:rec`            | hash   | member → JSON of [`Average`]                               |
 //! | `P:time`           | zset   | member scored by `taken_at_ms`: every range query uses it   |
-//! | `P:fence`          | string | highest fencing token accepted (20-digit zero-padded)      |
-//! | `P:last_round`     | string | highest node round stored (for the metrics gauge)          |
+//! | `P:fence`          | string | default cluster: highest fencing token accepted (20-digit zero-padded) |
+//! | `P:last_round`     | string | default cluster: highest node round stored (metrics gauge) |
+//! | `P:cluster:<id>:fence` | string | the same, for cluster `<id>`                          |
+//! | `P:cluster:<id>:last_round` | string | the same, for cluster `<id>`                     |
+//! | `P:clusters`       | set    | every cluster id that stored a node round (`fence show`)   |
 //! | `P:legacy_seq`     | string | counter numbering legacy `/nuevo` points                   |
 //! | `P:roll:<step>`    | hash   | bucket start (ms) → `count sum min max last last_ms samples` |
 //! | `P:rollidx:<step>` | zset   | bucket start scored by itself (which buckets exist)        |
 //! | `P:leaders`        | zset   | one entry per leader change, scored by `taken_at_ms`       |
 //!
-//! A *member* names one stored point: `r:<round, 20 digits>` for a node round and
+//! A *member* names one stored point: `r:<round, 20 digits>` for a node round of the
+//! default cluster, `r:<round, 20 digits>:<cluster id>` for one of another cluster, and
 //! `l:<sequence, 20 digits>` for a legacy point. Zero padding makes the lexicographic order
 //! of members equal their numeric order, which breaks ties between points of the same
 //! millisecond consistently (pagination cursors rely on it).
+//!
+//! # Clusters
+//! Rounds are unique per `(cluster, round)` and fenced per cluster ([`ClusterId`]): a fleet
+//! moved to a fresh ZooKeeper ensemble restarts at round 1 with its own (possibly lower)
+//! fencing tokens, and that is a new series, not a conflict. All series share `P:rec`,
+//! `P:time`, the rollups and `P:leaders`, so every read (history page, JSON API, Grafana,
+//! Prometheus) shows them merged in time order without knowing about clusters. Deliveries
+//! without a cluster id (older nodes) and legacy points belong to the default cluster,
+//! whose keys are the ones earlier versions wrote (`r:<round>` members, `P:fence`,
+//! `P:last_round`): data stored before the upgrade reads unchanged, no migration.
 //!
 //! # Invariants
 //! * A round is stored at most once. The check (exists? same value? fencing token not older
@@ -74,6 +88,8 @@ const RAW_PAGE: usize = 5_000;
 /// How many points one retention script call deletes, so Redis serves ingest in between.
 const RETENTION_BATCH: usize = 500;
 
+pub use sensor_node::result::ClusterId;
+
 /// One stored average, as the nodes deliver it (plus the server-side parsed time).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Average {
@@ -91,6 +107,10 @@ pub struct Average {
     pub taken_at: String,
     /// `taken_at` in milliseconds since the Unix epoch, parsed by the server.
     pub taken_at_ms: i64,
+    /// The cluster (ensemble) whose series the round belongs to; omitted for the default
+    /// cluster, so records stored by earlier versions decode unchanged.
+    #[serde(default, skip_serializing_if = "ClusterId::is_default")]
+    pub cluster: ClusterId,
 }
 
 /// Aggregate of the points whose time falls in `[start_ms, start_ms + width)`.
@@ -165,37 +185,12 @@ pub enum NewPoint {
     },
 }
 
-/// What happened to one item of an ingest call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IngestStatus {
-    /// Newly stored.
-    Stored,
-    /// The round was already stored with the same value: nothing written, still a success.
-    Duplicate,
-    /// The round is stored with a different value: rejected.
-    Conflict,
-    /// The fencing token is lower than the highest accepted (a deposed leader): rejected.
-    StaleLeader,
-    /// Not written because another item of the same batch was rejected.
-    NotApplied,
-}
+/// What happened to one item of an ingest call: the wire contract's per-item status,
+/// shared with the nodes (see [`sensor_node::result`]).
+pub use sensor_node::result::ItemStatus as IngestStatus;
 
-impl IngestStatus {
-    /// Whether this status rejects the request.
-    pub fn is_rejection(self) -> bool {
-        matches!(self, IngestStatus::Conflict | IngestStatus::StaleLeader)
-    }
-}
-
-/// Outcome of one ingested item.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct IngestResult {
-    /// Round of the item (0 for legacy).
-    pub round: u64,
-    /// What happened.
-    pub status: IngestStatus,
-}
+/// Outcome of one ingested item (the wire contract's [`sensor_node::result::ItemResult`]).
+pub use sensor_node::result::ItemResult as IngestResult;
 
 /// A position in the time order: the `(taken_at_ms, member)` of a point. Pages continue
 /// strictly before (older) or after (newer) it.
@@ -217,10 +212,15 @@ impl Cursor {
     pub fn decode(text: &str) -> Option<Cursor> {
         let (ms, member) = text.split_once('_')?;
         let ms: i64 = ms.parse().ok()?;
-        let (kind, digits) = member.split_once(':')?;
-        let valid = (kind == "r" || kind == "l")
+        let (kind, rest) = member.split_once(':')?;
+        let (digits, cluster) = match rest.split_once(':') {
+            Some((d, c)) => (d, Some(c)),
+            None => (rest, None),
+        };
+        let valid = (kind == "r" || (kind == "l" && cluster.is_none()))
             && digits.len() == 20
-            && digits.bytes().all(|b| b.is_ascii_digit());
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && cluster.is_none_or(|c| ClusterId::parse(c).is_ok_and(|c| !c.is_default()));
         valid.then(|| Cursor {
             ms,
             member: member.to_string(),
@@ -296,10 +296,12 @@ impl Default for StoreConfig {
 }
 
 struct Keys {
+    prefix: String,
     rec: String,
     time: String,
     fence: String,
     last_round: String,
+    clusters: String,
     legacy_seq: String,
     roll: Vec<String>,
     rollidx: Vec<String>,
@@ -309,10 +311,12 @@ struct Keys {
 impl Keys {
     fn new(prefix: &str) -> Keys {
         Keys {
+            prefix: prefix.to_string(),
             rec: format!("{prefix}:rec"),
             time: format!("{prefix}:time"),
             fence: format!("{prefix}:fence"),
             last_round: format!("{prefix}:last_round"),
+            clusters: format!("{prefix}:clusters"),
             legacy_seq: format!("{prefix}:legacy_seq"),
             leaders: format!("{prefix}:leaders"),
             roll: ROLLUP_STEPS_MS
@@ -325,13 +329,34 @@ impl Keys {
                 .collect(),
         }
     }
+
+    /// The fence of `cluster` (the default cluster keeps the pre-cluster key).
+    fn fence(&self, cluster: &ClusterId) -> String {
+        if cluster.is_default() {
+            self.fence.clone()
+        } else {
+            format!("{}:cluster:{cluster}:fence", self.prefix)
+        }
+    }
+
+    /// The highest stored round of `cluster` (default: the pre-cluster key).
+    fn last_round(&self, cluster: &ClusterId) -> String {
+        if cluster.is_default() {
+            self.last_round.clone()
+        } else {
+            format!("{}:cluster:{cluster}:last_round", self.prefix)
+        }
+    }
 }
 
 /// Check-and-store of a batch, atomically (Redis runs a script without interleaving).
 ///
-/// KEYS: rec, time, fence, last_round, legacy_seq, then (roll, rollidx) per level, leaders.
+/// KEYS: rec, time, fence, last_round (both of the batch's cluster), legacy_seq, then
+/// (roll, rollidx) per level, leaders, clusters.
 /// ARGV: nlevels, steps..., nitems, then per item: kind ("r"/"l"), round (20 digits),
-/// value, fencing (20 digits), taken_at_ms, samples, json, leader.
+/// value, fencing (20 digits), taken_at_ms, samples, json, leader; then the batch's
+/// cluster id (node round members are `r:<round>` for `default`, `r:<round>:<cluster>`
+/// otherwise, as [`round_member`] builds them).
 /// Returns a flat array: status per item, and for legacy items the assigned member.
 const INGEST_LUA: &str = r#"
 local nlevels = tonumber(ARGV[1])
@@ -343,11 +368,15 @@ local fence = redis.call('GET', KEYS[3]) or '00000000000000000000'
 local statuses = {}
 local pending = {}
 local rejected = false
+local W = 8
+local cluster = ARGV[base + nitems * W + 1]
+local suffix = ''
+if cluster ~= 'default' then suffix = ':' .. cluster end
 for i = 0, nitems - 1 do
-  local o = base + i * 8
+  local o = base + i * W
   local kind = ARGV[o + 1]
   if kind == 'r' then
-    local member = 'r:' .. ARGV[o + 2]
+    local member = 'r:' .. ARGV[o + 2] .. suffix
     local value = tonumber(ARGV[o + 3])
     local fencing = ARGV[o + 4]
     local prev = pending[member]
@@ -439,7 +468,7 @@ end
 -- of the next node round (whose predecessor it now is).
 local function track_leader(member, ms, leader, fencing)
   batch_leaders[member] = {leader, fencing}
-  local round20 = string.sub(member, 3)
+  local round20 = string.sub(member, 3, 22)
   local p = neighbour(ms, member, -1)
   if p then
     local pl = leader_of(p)
@@ -447,7 +476,7 @@ local function track_leader(member, ms, leader, fencing)
   end
   local n, nms = neighbour(ms, member, 1)
   if n then
-    local n20 = string.sub(n, 3)
+    local n20 = string.sub(n, 3, 22)
     for _, e in ipairs(redis.call('ZRANGEBYSCORE', LK, nms, nms)) do
       if string.sub(e, 1, 20) == n20 then redis.call('ZREM', LK, e) end
     end
@@ -455,13 +484,15 @@ local function track_leader(member, ms, leader, fencing)
     if nl ~= leader then redis.call('ZADD', LK, nms, change(n20, nf, leader, nl)) end
   end
 end
+local stored_round = false
 for i = 0, nitems - 1 do
-  local o = base + i * 8
+  local o = base + i * W
   local kind = ARGV[o + 1]
   local member = ''
   if statuses[i + 1] == 'stored' then
     if kind == 'r' then
-      member = 'r:' .. ARGV[o + 2]
+      member = 'r:' .. ARGV[o + 2] .. suffix
+      stored_round = true
       local lr = redis.call('GET', KEYS[4])
       if (not lr) or ARGV[o + 2] > lr then redis.call('SET', KEYS[4], ARGV[o + 2]) end
     else
@@ -480,6 +511,7 @@ for i = 0, nitems - 1 do
   out[#out + 1] = member
 end
 redis.call('SET', KEYS[3], fence)
+if stored_round then redis.call('SADD', KEYS[7 + nlevels * 2], cluster) end
 return out
 "#;
 
@@ -572,8 +604,14 @@ fn pad(n: u64) -> String {
     format!("{n:020}")
 }
 
-fn round_member(round: u64) -> String {
-    format!("r:{}", pad(round))
+/// The member of node round `round` of `cluster` (see the module doc; the ingest script
+/// builds the same).
+fn round_member(cluster: &ClusterId, round: u64) -> String {
+    if cluster.is_default() {
+        format!("r:{}", pad(round))
+    } else {
+        format!("r:{}:{cluster}", pad(round))
+    }
 }
 
 /// Parses a rollup aggregate string (`count sum min max last last_ms samples`).
@@ -715,20 +753,33 @@ impl Store {
     }
 
     /// Stores points atomically: every node round is checked (duplicate / conflicting value
-    /// / stale fencing token) and, unless one item is rejected, all new items are written
-    /// together with their rollups. Legacy points are always stored.
+    /// / stale fencing token, within its cluster) and, unless one item is rejected, all new
+    /// items are written together with their rollups. Legacy points are always stored (in
+    /// the default cluster). Fails with [`StoreError::InvalidArgument`] when the node rounds
+    /// of one call belong to different clusters (callers validate that first).
     pub async fn ingest(&self, points: &[NewPoint]) -> Result<Vec<IngestResult>, StoreError> {
         let k = &self.keys;
+        let mut clusters = points.iter().filter_map(|p| match p {
+            NewPoint::Round(a) => Some(&a.cluster),
+            NewPoint::Legacy { .. } => None,
+        });
+        let default = ClusterId::default();
+        let cluster = clusters.next().unwrap_or(&default);
+        if clusters.any(|c| c != cluster) {
+            return Err(StoreError::InvalidArgument(
+                "the rounds of one batch must belong to one cluster".into(),
+            ));
+        }
         let mut inv = self.scripts.ingest.prepare_invoke();
         inv.key(&k.rec)
             .key(&k.time)
-            .key(&k.fence)
-            .key(&k.last_round)
+            .key(k.fence(cluster))
+            .key(k.last_round(cluster))
             .key(&k.legacy_seq);
         for (roll, idx) in k.roll.iter().zip(&k.rollidx) {
             inv.key(roll).key(idx);
         }
-        inv.key(&k.leaders);
+        inv.key(&k.leaders).key(&k.clusters);
         inv.arg(ROLLUP_STEPS_MS.len());
         for step in ROLLUP_STEPS_MS {
             inv.arg(step);
@@ -761,6 +812,7 @@ impl Store {
                         fencing: 0,
                         taken_at: taken_at.clone(),
                         taken_at_ms: *taken_at_ms,
+                        cluster: ClusterId::default(),
                     };
                     let json = serde_json::to_string(&a)
                         .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
@@ -775,6 +827,7 @@ impl Store {
                 }
             }
         }
+        inv.arg(cluster.as_str());
         let mut conn = self.conn.clone();
         let flat: Vec<String> = self.timed(inv.invoke_async(&mut conn)).await?;
         if flat.len() != points.len() * 2 {
@@ -805,11 +858,15 @@ impl Store {
             .collect()
     }
 
-    /// The stored average of a node round, if any.
-    pub async fn get(&self, round: u64) -> Result<Option<Average>, StoreError> {
+    /// The stored average of node round `round` of `cluster`, if any.
+    pub async fn get(
+        &self,
+        cluster: &ClusterId,
+        round: u64,
+    ) -> Result<Option<Average>, StoreError> {
         let mut conn = self.conn.clone();
         let json: Option<String> = self
-            .timed(conn.hget(&self.keys.rec, round_member(round)))
+            .timed(conn.hget(&self.keys.rec, round_member(cluster, round)))
             .await?;
         json.map(|j| decode_average(&j)).transpose()
     }
@@ -842,18 +899,56 @@ impl Store {
         Ok(newer_time + same_newer)
     }
 
-    /// Highest node round stored so far (0 if none).
+    /// Highest node round stored so far in the series being written now: the cluster of
+    /// the newest stored node round (0 if none). A new series restarts at 1, so a maximum
+    /// over all clusters would freeze at the old series' end.
     pub async fn last_round(&self) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();
-        let v: Option<String> = self.timed(conn.get(&self.keys.last_round)).await?;
+        let newest: Vec<String> = self.timed(conn.zrevrange(&self.keys.time, 0, 15)).await?;
+        let cluster = newest
+            .iter()
+            .find(|m| m.starts_with("r:"))
+            .and_then(|m| m.get(23..))
+            .and_then(|c| ClusterId::parse(c).ok())
+            .unwrap_or_default();
+        let v: Option<String> = self.timed(conn.get(self.keys.last_round(&cluster))).await?;
         Ok(v.and_then(|s| s.parse().ok()).unwrap_or(0))
     }
 
-    /// Highest fencing token accepted so far (0 if none).
-    pub async fn highest_fencing(&self) -> Result<u64, StoreError> {
+    /// Highest fencing token accepted so far from `cluster` (0 if none).
+    pub async fn highest_fencing(&self, cluster: &ClusterId) -> Result<u64, StoreError> {
         let mut conn = self.conn.clone();
-        let v: Option<String> = self.timed(conn.get(&self.keys.fence)).await?;
+        let v: Option<String> = self.timed(conn.get(self.keys.fence(cluster))).await?;
         Ok(v.and_then(|s| s.parse().ok()).unwrap_or(0))
+    }
+
+    /// Every cluster with a fence or a stored node round, default first, then by id.
+    pub async fn clusters(&self) -> Result<Vec<ClusterId>, StoreError> {
+        let mut conn = self.conn.clone();
+        let names: Vec<String> = self.timed(conn.smembers(&self.keys.clusters)).await?;
+        let mut out: Vec<ClusterId> = names
+            .iter()
+            .filter_map(|n| ClusterId::parse(n).ok())
+            .filter(|c| !c.is_default())
+            .collect();
+        out.sort();
+        out.insert(0, ClusterId::default());
+        Ok(out)
+    }
+
+    /// Sets the fence of `cluster` to `token` (0 removes it: any token is accepted again).
+    /// For an operator undoing a forged or obsolete fence (`sensor-api fence reset`); a
+    /// real leader's next delivery raises it again. Returns the previous value.
+    pub async fn set_fence(&self, cluster: &ClusterId, token: u64) -> Result<u64, StoreError> {
+        let before = self.highest_fencing(cluster).await?;
+        let mut conn = self.conn.clone();
+        let key = self.keys.fence(cluster);
+        if token == 0 {
+            let _: u64 = self.timed(conn.del(key)).await?;
+        } else {
+            let _: () = self.timed(conn.set(key, pad(token))).await?;
+        }
+        Ok(before)
     }
 
     /// Up to `limit` points with `from_ms <= time <= to_ms`, newest first, continuing strictly

@@ -55,7 +55,14 @@ async fn stale_fencing_token_is_rejected() {
     assert_eq!(app.post(&avg(4, 4.0, 6), None).await.0, 409);
     // A retry of an already stored round with an old token is still a duplicate (success).
     assert_eq!(app.post(&avg(2, 2.0, 5), None).await.0, 200);
-    assert_eq!(app.state.store.highest_fencing().await.unwrap(), 7);
+    assert_eq!(
+        app.state
+            .store
+            .highest_fencing(&Default::default())
+            .await
+            .unwrap(),
+        7
+    );
     let (_, metrics) = app.get_text("/metrics").await;
     assert!(
         metrics.contains("sensor_api_stale_leader_rejections_total 2"),
@@ -109,7 +116,14 @@ async fn batch_is_all_or_nothing() {
     assert_eq!(body["results"][1]["status"], "stale_leader");
     assert_eq!(stored_count(&app).await, 5);
     // Nothing of a rejected batch raised the fencing token either.
-    assert_eq!(app.state.store.highest_fencing().await.unwrap(), 2);
+    assert_eq!(
+        app.state
+            .store
+            .highest_fencing(&Default::default())
+            .await
+            .unwrap(),
+        2
+    );
 }
 
 /// Many clients POST the same rounds at once, some with a different value and some with a
@@ -194,7 +208,14 @@ async fn concurrent_leaders_are_fenced() {
         .unwrap();
     assert_eq!(stored.len(), accepted.len());
     let max = accepted.iter().copied().max().unwrap();
-    assert_eq!(app.state.store.highest_fencing().await.unwrap(), max);
+    assert_eq!(
+        app.state
+            .store
+            .highest_fencing(&Default::default())
+            .await
+            .unwrap(),
+        max
+    );
     // After the race, any token below the highest is refused.
     if max > 0 {
         assert_eq!(app.post(&avg(5000, 1.0, max - 1), None).await.0, 409);

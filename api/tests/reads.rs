@@ -23,6 +23,7 @@ fn average(round: u64, value: f64, ms: i64, leader: &str) -> Average {
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap(),
         taken_at_ms: ms,
+        cluster: Default::default(),
     }
 }
 
@@ -288,18 +289,18 @@ async fn csv_download_quotes_text() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines[0],
-        "round,value,samples,leader,fencing,taken_at,taken_at_ms"
+        "round,value,samples,leader,fencing,taken_at,taken_at_ms,cluster"
     );
     assert_eq!(
         lines[1],
         format!(
-            "2,-1,2,\"node-1\",1,\"2026-01-01T00:00:00.001Z\",{}",
+            "2,-1,2,\"node-1\",1,\"2026-01-01T00:00:00.001Z\",{},default",
             BASE_MS + 1
         )
     );
     assert_eq!(
         lines[2],
-        format!("1,2.5,2,\"'=cmd|\"\"evil\"\",x\",1,\"2026-01-01T00:00:00Z\",{BASE_MS}")
+        format!("1,2.5,2,\"'=cmd|\"\"evil\"\",x\",1,\"2026-01-01T00:00:00Z\",{BASE_MS},default")
     );
 }
 
@@ -325,8 +326,8 @@ async fn retention_by_count_and_age() {
     };
     assert_eq!(enforce_once(&store, &by_age).await.unwrap(), 10);
     assert_eq!(store.count().await.unwrap(), 20);
-    assert!(store.get(10).await.unwrap().is_none());
-    assert!(store.get(11).await.unwrap().is_some());
+    assert!(store.get(&Default::default(), 10).await.unwrap().is_none());
+    assert!(store.get(&Default::default(), 11).await.unwrap().is_some());
     let stats = store.stats(i64::MIN / 2, i64::MAX / 2).await.unwrap();
     assert_eq!(stats.count, 20);
     assert_eq!(stats.min, Some(11.0));

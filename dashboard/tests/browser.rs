@@ -40,7 +40,7 @@ fn spawn_api(redis: &RedisServer, zk: &str, dir: &std::path::Path) -> (Proc, Str
     cmd.env_clear()
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("REDIS_URL", redis.url())
-        .env("API_TOKEN", "api-token")
+        .env("API_TOKEN", "dashboard-api-token-0123")
         .env("ZOOKEEPER_HOSTS", zk)
         .env("ADVERTISE_URL", &url)
         .env("INSTANCE_ID", "api-1");
@@ -71,7 +71,7 @@ async fn page_in_headless_chromium_follows_a_leader_change() {
     let redis = RedisServer::start().expect("redis");
     let (_api, api_url) = spawn_api(&redis, &connect, dir.path());
     let mut opts = NodeOpts::new(&connect, Some(&api_url));
-    opts.token = Some("api-token".to_string());
+    opts.token = Some("dashboard-api-token-0123".to_string());
     let ids = ["sensor-a", "sensor-b", "sensor-c", "sensor-d"];
     let mut nodes: Vec<Node> = ids
         .iter()

@@ -7,12 +7,19 @@
 //!
 //! | answer | error | what the caller does |
 //! |---|---|---|
-//! | 2xx | — | the batch is stored (or was already: the API is idempotent on round) |
-//! | 409, stale fencing token | [`DeliveryError::StaleLeader`] | stop acting as leader |
-//! | 409, round stored with another value | [`DeliveryError::Conflict`] | log loudly; do not retry forever |
+//! | 2xx whose JSON [`BatchAnswer`] has one result per item sent, same rounds, each `stored` or `duplicate` | — | the batch is stored (or was already: the API is idempotent on round); delete it from the outbox |
+//! | any other 2xx (no JSON, `{}`, missing, extra, reordered or rejected items) | next candidate, then [`DeliveryError::Unavailable`] | keep the batch; retry later (this is not an API that stored it) |
+//! | 3xx (never followed) | next candidate, then [`DeliveryError::Unavailable`] naming the `Location` | fix `API_URL`; keep the batch |
+//! | 409 with an item `stale_leader` | [`DeliveryError::StaleLeader`] | stop acting as leader |
+//! | 409 with an item `conflict` (or no typed results) | [`DeliveryError::Conflict`] | set the round aside (or retry later if unattributed) |
 //! | 401 / 403 | [`DeliveryError::Unauthorized`] | fix the token; retry later |
 //! | 400 / 413 / 422 | [`DeliveryError::Rejected`] | the payload is refused (e.g. batch too large) |
 //! | 5xx, 404, connect error, timeout | next candidate, then [`DeliveryError::Unavailable`] | retry later |
+//!
+//! Redirects are not followed: reqwest would turn a redirected POST into a GET of the
+//! `Location`, and a public page answering 200 to that GET would read as "delivered" while
+//! nothing was stored. Answers are decoded into the shared wire types of [`crate::result`]
+//! ([`BatchAnswer`], [`ErrorBody`], [`ItemStatus`]); no error text is searched.
 //!
 //! Candidates, in order: the live `/config/api_url` (or the `--api-url` default while that
 //! znode is absent), then the instances registered under `/services/api` (ephemeral znodes
@@ -27,6 +34,7 @@ use tokio::sync::watch;
 
 use crate::config::{parse_api_url, LiveConfig};
 use crate::layout;
+use crate::result::{BatchAnswer, ErrorBody, ItemStatus};
 use crate::zk::{ChildrenWatch, Session};
 use crate::RoundResult;
 
@@ -151,6 +159,8 @@ impl Delivery {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(2)))
+            // A followed redirect turns the POST into a GET of the target (see module doc).
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let (tx, discovered) = watch::channel(Vec::new());
         tokio::spawn(discover(session.clone(), tx));
@@ -222,14 +232,41 @@ impl Delivery {
             req = req.bearer_auth(token);
         }
         let resp = req.send().await.map_err(|e| Attempt::Next(describe(&e)))?;
-        let status = resp.status().as_u16();
-        if resp.status().is_success() {
-            return Ok(status);
+        let status = resp.status();
+        if status.is_redirection() {
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned())
+                .unwrap_or_else(|| "(no Location header)".to_string());
+            tracing::warn!(url = %base, status = status.as_u16(), location = %location, "API URL answers with a redirect; not following it (fix API_URL)");
+            return Err(Attempt::Next(format!(
+                "HTTP {} redirect to {location} (not followed: fix the API URL)",
+                status.as_u16()
+            )));
         }
-        // A body we cannot read is treated as empty: the status alone still decides.
-        let body = resp.text().await.unwrap_or_default();
-        Err(classify(base, status, &body))
+        // A body we cannot read is treated as empty: the status alone then decides.
+        let body = resp.bytes().await.unwrap_or_default();
+        if status.is_success() {
+            return confirmation(status.as_u16(), &body, batch).map_err(Attempt::Next);
+        }
+        Err(classify(base, status.as_u16(), &body))
     }
+}
+
+/// Checks a 2xx answer: it must be the API's [`BatchAnswer`] confirming every round sent.
+/// Anything else is not a delivery (the reason says why).
+fn confirmation(status: u16, body: &[u8], batch: &[RoundResult]) -> Result<u16, String> {
+    let answer: BatchAnswer = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "HTTP {status} without the API's per-round answer ({e}): {}",
+            String::from_utf8_lossy(&body[..body.len().min(120)])
+        )
+    })?;
+    answer
+        .confirms(batch)
+        .map(|()| status)
+        .map_err(|why| format!("HTTP {status} does not confirm the batch: {why}"))
 }
 
 /// What one candidate's failure means for the attempt.
@@ -250,42 +287,24 @@ fn describe(e: &reqwest::Error) -> String {
     }
 }
 
-/// Maps a non-2xx answer. The API's error body is `{"error": "...", "field": "...",
-/// "results": [{"round": n, "status": "stored|duplicate|conflict|stale_leader|not_applied"}]}`
-/// (`results` only on 409); older or other shapes fall back to `field` and the message.
-fn classify(base: &str, status: u16, body: &str) -> Attempt {
-    let json: serde_json::Value = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
-    let message = json
-        .get("error")
-        .and_then(|m| m.as_str())
-        .map(str::to_string)
-        .unwrap_or_else(|| body.chars().take(200).collect());
+/// Maps a non-2xx, non-3xx answer. The API's error body is an [`ErrorBody`]; on 409 its
+/// `results` say which round was rejected and how. A 409 without typed results (not our
+/// API, or a garbled answer) is a [`DeliveryError::Conflict`] with no round: the caller
+/// retries later rather than guess.
+fn classify(base: &str, status: u16, body: &[u8]) -> Attempt {
+    let decoded: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    let message = decoded
+        .as_ref()
+        .map(|b| b.error.clone())
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
     let url = base.to_string();
     match status {
         409 => {
-            let results = json
-                .get("results")
-                .and_then(|r| r.as_array())
-                .cloned()
-                .unwrap_or_default();
-            let with_status = |wanted: &str| {
-                results
-                    .iter()
-                    .find(|r| r.get("status").and_then(|s| s.as_str()) == Some(wanted))
-            };
-            let field = json.get("field").and_then(|f| f.as_str()).unwrap_or("");
-            let lower = message.to_ascii_lowercase();
-            let stale = with_status("stale_leader").is_some()
-                || (results.is_empty()
-                    && (field == "fencing"
-                        || lower.contains("fencing")
-                        || lower.contains("stale")));
-            if stale {
+            let body = decoded.unwrap_or_default();
+            if body.first_with(ItemStatus::StaleLeader).is_some() {
                 return Attempt::Final(DeliveryError::StaleLeader { url, message });
             }
-            let round = with_status("conflict")
-                .and_then(|r| r.get("round"))
-                .and_then(|r| r.as_u64());
+            let round = body.first_with(ItemStatus::Conflict).map(|r| r.round);
             Attempt::Final(DeliveryError::Conflict {
                 round,
                 url,
@@ -437,27 +456,46 @@ mod tests {
     }
 
     #[test]
-    fn conflicts_are_told_apart() {
-        let stale = r#"{"error":"fencing token 3 is older than 5","field":"round","results":[{"round":7,"status":"stale_leader"}]}"#;
+    fn conflicts_are_told_apart_by_typed_status() {
+        let stale = br#"{"error":"fencing token 3 is older than 5","field":"round","results":[{"round":7,"status":"stale_leader"}]}"#;
         assert!(matches!(
             classify("u", 409, stale),
             Attempt::Final(DeliveryError::StaleLeader { .. })
         ));
-        let conflict = r#"{"error":"round 7 stored with another value","field":"round","results":[{"round":6,"status":"duplicate"},{"round":7,"status":"conflict"}]}"#;
+        let conflict = br#"{"error":"round 7 stored with another value","field":"round","results":[{"round":6,"status":"duplicate"},{"round":7,"status":"conflict"}]}"#;
         assert!(matches!(
             classify("u", 409, conflict),
             Attempt::Final(DeliveryError::Conflict { round: Some(7), .. })
         ));
-        let legacy_stale = r#"{"error":"stale leader","field":"fencing"}"#;
+        // Words in the message decide nothing: without typed results it is an
+        // unattributed conflict (retried later), never "stale leader".
+        let untyped = br#"{"error":"stale leader: fencing","field":"fencing"}"#;
         assert!(matches!(
-            classify("u", 409, legacy_stale),
-            Attempt::Final(DeliveryError::StaleLeader { .. })
+            classify("u", 409, untyped),
+            Attempt::Final(DeliveryError::Conflict { round: None, .. })
         ));
-        assert!(matches!(classify("u", 503, ""), Attempt::Next(_)));
-        assert!(matches!(classify("u", 404, "nope"), Attempt::Next(_)));
+        assert!(matches!(classify("u", 503, b""), Attempt::Next(_)));
+        assert!(matches!(classify("u", 404, b"nope"), Attempt::Next(_)));
         assert!(matches!(
-            classify("u", 401, ""),
+            classify("u", 401, b""),
             Attempt::Final(DeliveryError::Unauthorized { status: 401, .. })
         ));
+    }
+
+    #[test]
+    fn a_success_status_alone_is_not_a_delivery() {
+        let batch = [RoundResult {
+            round: 4,
+            value: 1.0,
+            samples: 1,
+            leader: "n1".into(),
+            fencing: 1,
+            taken_at: "2026-01-01T00:00:00Z".into(),
+            cluster: Default::default(),
+        }];
+        assert!(confirmation(200, b"<html>list</html>", &batch).is_err());
+        assert!(confirmation(200, b"{}", &batch).is_err());
+        let ok = br#"{"stored":1,"duplicates":0,"results":[{"round":4,"status":"stored"}]}"#;
+        assert_eq!(confirmation(201, ok, &batch), Ok(201));
     }
 }

@@ -28,6 +28,10 @@ pub const CONFIG_SAMPLING_PERIOD: &str = "/config/sampling_period";
 pub const CONFIG_API_URL: &str = "/config/api_url";
 /// Live API instances: `/services/api/<instance>`, ephemeral, data = base URL.
 pub const SERVICES_API: &str = "/services/api";
+/// This ensemble's cluster id ([`crate::ClusterId`], ASCII, a UUID when created by this
+/// version), created once by the first leader; sent with every round so the API keeps
+/// each ensemble's rounds and fencing tokens apart (see [`crate::cluster`]).
+pub const CLUSTER: &str = "/cluster";
 /// Parent of our round bookkeeping.
 pub const ROUNDS: &str = "/rounds";
 /// Number of the last committed round, ASCII integer (0 or missing = none yet).

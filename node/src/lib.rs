@@ -17,6 +17,7 @@
 //! | `/rounds/outbox/<round>` | persistent | the leader | committed, not yet delivered [`RoundResult`] (JSON) |
 //! | `/rounds/delivered` | persistent | the leader | last round the API acknowledged |
 //! | `/rounds/conflicts/<round>` | persistent | the leader | rounds the API refused for good (kept, not dropped) |
+//! | `/cluster` | persistent | the first leader | this ensemble's cluster id (UUID): the API keeps rounds and fences per cluster ([`cluster`]) |
 //!
 //! ## The round protocol, in short
 //! The leader opens a round by creating `/barrier`; every node takes one reading for it and
@@ -39,6 +40,7 @@
 #![warn(missing_docs)]
 
 pub mod claim;
+pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod delivery;
@@ -49,4 +51,4 @@ pub mod result;
 pub mod round;
 pub mod zk;
 
-pub use result::RoundResult;
+pub use result::{ClusterId, RoundResult};

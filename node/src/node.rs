@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use crate::claim::{self, ClaimError};
+use crate::cluster;
 use crate::config::{self, LiveConfig, NodeConfig};
 use crate::delivery::Delivery;
 use crate::layout;
@@ -79,6 +80,8 @@ pub async fn run(
         id: settings.id.clone(),
         period,
         outbox,
+        // Replaced at every leadership term by the ensemble's id (`campaign_loop`).
+        cluster: Default::default(),
     };
     let (resign_tx, resign_rx) = watch::channel(false);
     let campaign = tokio::spawn(campaign_loop(leader_ctx, delivery, resign_rx));
@@ -154,7 +157,26 @@ async fn campaign_loop(ctx: LeaderContext, delivery: Delivery, mut resign: watch
                 continue;
             }
         };
-        tracing::info!(node = %ctx.id, role = "leader", fencing = leadership.fencing_token(), "became leader");
+        // Read (or create) the ensemble's identity in this term's session: after a new
+        // session the servers may be a different ensemble with its own series.
+        let cluster = match ctx.session.client() {
+            Ok(client) => cluster::ensure(&client).await,
+            Err(e) => Err(e),
+        };
+        let cluster = match cluster {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(node = %ctx.id, error = %e, "cannot read the cluster id; resigning and retrying");
+                leadership.resign().await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let ctx = LeaderContext {
+            cluster,
+            ..ctx.clone()
+        };
+        tracing::info!(node = %ctx.id, role = "leader", fencing = leadership.fencing_token(), cluster = %ctx.cluster, "became leader");
         let committed = Notify::new();
         let end = tokio::select! {
             end = round::lead_rounds(&ctx, &leadership, &committed) => Some(end),

@@ -283,6 +283,9 @@ pub struct LeaderContext {
     pub period: watch::Receiver<Duration>,
     /// The outbox (bounded).
     pub outbox: Outbox,
+    /// The ensemble's cluster id, read at the start of each leadership term
+    /// ([`crate::cluster`]); goes into [`RoundResult::cluster`].
+    pub cluster: crate::ClusterId,
 }
 
 /// Why [`lead_rounds`] returned.
@@ -458,6 +461,7 @@ async fn one_round(
         leader: ctx.id.clone(),
         fencing: leader.fencing_token(),
         taken_at: now_rfc3339(),
+        cluster: ctx.cluster.clone(),
     };
     let ids: Vec<&str> = readings.iter().map(|(id, _)| id.as_str()).collect();
     let data = serde_json::to_vec(&result).map_err(|e| ZkError::Malformed {

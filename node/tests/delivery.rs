@@ -44,17 +44,27 @@ async fn ingest(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let body_rounds: Vec<u64> = body
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v["round"].as_u64()).collect())
+        .unwrap_or_default();
     rx.seen.lock().unwrap().push((auth, body));
     let delay = *rx.delay.lock().unwrap();
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
     }
-    let (status, body) = rx
-        .answer
-        .lock()
-        .unwrap()
-        .clone()
-        .unwrap_or((201, json!({})));
+    // Default: sensor-api's success answer, one `stored` result per item sent.
+    let confirm = || {
+        let results: Vec<Value> = body_rounds
+            .iter()
+            .map(|r| json!({"round": r, "status": "stored"}))
+            .collect();
+        (
+            201,
+            json!({"stored": results.len(), "duplicates": 0, "results": results}),
+        )
+    };
+    let (status, body) = rx.answer.lock().unwrap().clone().unwrap_or_else(confirm);
     (StatusCode::from_u16(status).unwrap(), Json(body))
 }
 
@@ -104,6 +114,7 @@ fn result(round: u64, value: f64) -> RoundResult {
         leader: "n1".to_string(),
         fencing: 42,
         taken_at: "2026-11-26T22:00:00Z".to_string(),
+        cluster: Default::default(),
     }
 }
 
@@ -356,5 +367,68 @@ async fn a_hanging_instance_times_out_and_the_next_one_is_used() {
         .expect("bounded by the request timeout")
         .unwrap_err();
     assert!(err.to_string().contains("timed out"), "{err}");
+    session.close();
+}
+
+#[tokio::test]
+async fn a_success_status_without_one_accepted_result_per_round_is_not_delivered() {
+    let session = connected(&testkit::unique_chroot("deliver-odd")).await;
+    let (url, rx) = receiver().await;
+    let d = Delivery::new(None, fixed(Some(url.clone())), &session).unwrap();
+    let batch = [result(6, 20.0), result(7, 21.0)];
+    let odd = [
+        json!({}),
+        json!({"ok": true}),
+        json!({"items": [], "next_cursor": null}),
+        json!({"stored": 1, "duplicates": 0, "results": [{"round": 6, "status": "stored"}]}),
+        json!({"stored": 2, "duplicates": 0, "results": [{"round": 7, "status": "stored"}, {"round": 6, "status": "stored"}]}),
+        json!({"stored": 1, "duplicates": 0, "results": [{"round": 6, "status": "stored"}, {"round": 7, "status": "not_applied"}]}),
+        json!({"stored": 3, "duplicates": 0, "results": [{"round": 6, "status": "stored"}, {"round": 7, "status": "stored"}, {"round": 8, "status": "stored"}]}),
+        json!({"stored": 2, "duplicates": 0, "results": [{"round": 6, "status": "stored"}, {"round": 7, "status": "kept"}]}),
+    ];
+    for body in odd {
+        rx.answer(200, body.clone());
+        match d.deliver(&batch).await {
+            Err(DeliveryError::Unavailable { failures }) => {
+                assert_eq!(failures.len(), 1, "{failures:?}");
+                assert!(failures[0].1.contains("HTTP 200"), "{failures:?}");
+            }
+            other => panic!("answer {body} must not count as delivered, got {other:?}"),
+        }
+    }
+    // The real answer shape, with a duplicate, does.
+    rx.answer(
+        200,
+        json!({"stored": 1, "duplicates": 1, "results": [{"round": 6, "status": "duplicate"}, {"round": 7, "status": "stored"}]}),
+    );
+    d.deliver(&batch).await.expect("confirmed per round");
+    session.close();
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_the_error_names_the_location() {
+    let session = connected(&testkit::unique_chroot("deliver-301")).await;
+    let (url, rx) = receiver().await;
+    // A real server answering 301 to the receiver: following it would POST there (or GET).
+    let location = format!("{url}/api/v1/averages");
+    let loc = location.clone();
+    let app = axum::Router::new().fallback(move || {
+        let loc = loc.clone();
+        async move { (StatusCode::MOVED_PERMANENTLY, [("location", loc)]) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let d = Delivery::new(None, fixed(Some(proxy)), &session).unwrap();
+    let err = d.deliver(&[result(1, 20.0)]).await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("301") && text.contains(&location), "{text}");
+    assert!(
+        rx.seen().is_empty(),
+        "the redirect target was never contacted"
+    );
     session.close();
 }

@@ -177,42 +177,67 @@ async fn ingest(State(state): State<Shared>, Json(body): Json<Value>) -> (Status
     };
     let mut st = state.lock().expect("lock");
     st.requests += 1;
-    // Validate the whole batch first: nothing stored if any record is refused.
-    for item in &items {
+    // Validate the whole batch first: nothing stored if any record is refused. Answers
+    // carry sensor-api's per-item results, which the nodes require.
+    let rounds: Vec<u64> = items
+        .iter()
+        .map(|i| i["round"].as_u64().unwrap_or(0))
+        .collect();
+    let refuse = |at: usize, status: &str, error: String| {
+        let results: Vec<Value> = rounds
+            .iter()
+            .enumerate()
+            .map(|(j, r)| json!({"round": r, "status": if j == at { status } else { "not_applied" }}))
+            .collect();
+        (
+            StatusCode::CONFLICT,
+            Json(json!({"error": error, "field": "round", "results": results})),
+        )
+    };
+    for (at, item) in items.iter().enumerate() {
         let fencing = item["fencing"].as_u64().unwrap_or(0);
         if fencing < st.max_fencing {
             st.stale += 1;
-            return (
-                StatusCode::CONFLICT,
-                Json(
-                    json!({"error": "stale leader: fencing token lower than accepted", "field": "fencing"}),
-                ),
+            return refuse(
+                at,
+                "stale_leader",
+                "fencing token lower than accepted".into(),
             );
         }
-        let round = item["round"].as_u64().unwrap_or(0);
+        let round = rounds[at];
         if let Some(prev) = st.by_round.get(&round) {
             if prev["value"] != item["value"] {
                 st.conflicts += 1;
-                return (
-                    StatusCode::CONFLICT,
-                    Json(
-                        json!({"error": format!("round {round} already stored with another value"), "field": "value", "round": round}),
-                    ),
+                return refuse(
+                    at,
+                    "conflict",
+                    format!("round {round} already stored with another value"),
                 );
             }
         }
     }
+    let mut results = Vec::new();
+    let (mut stored, mut duplicates) = (0, 0);
     for item in items {
         let fencing = item["fencing"].as_u64().unwrap_or(0);
         st.max_fencing = st.max_fencing.max(fencing);
         let round = item["round"].as_u64().unwrap_or(0);
         match st.by_round.entry(round) {
-            std::collections::btree_map::Entry::Occupied(_) => st.duplicates += 1,
+            std::collections::btree_map::Entry::Occupied(_) => {
+                st.duplicates += 1;
+                duplicates += 1;
+                results.push(json!({"round": round, "status": "duplicate"}));
+            }
             std::collections::btree_map::Entry::Vacant(slot) => {
                 slot.insert(item.clone());
                 st.accepted.push(item);
+                stored += 1;
+                results.push(json!({"round": round, "status": "stored"}));
             }
         }
     }
-    (StatusCode::OK, Json(json!({"ok": true})))
+    (
+        StatusCode::OK,
+        Json(json!({"stored": stored, "duplicates": duplicates, "results": results})),
+    )
 }

@@ -264,6 +264,7 @@ mod tests {
             fencing: 1,
             taken_at: String::new(),
             taken_at_ms,
+            cluster: Default::default(),
         }
     }
 

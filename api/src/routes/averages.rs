@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::routes::params::{cursor_param, limit_param, ms_rfc3339, query_map, range_params};
-use crate::store::Average;
+use crate::store::{Average, ClusterId};
 use crate::AppState;
 
 /// Default page size of the JSON list.
@@ -74,37 +74,48 @@ pub async fn list(
 /// CSV with a header row; text fields quoted, and a leading `'` added to a leader id that
 /// starts like a spreadsheet formula.
 pub fn to_csv(items: &[Average]) -> String {
-    let mut out = String::from("round,value,samples,leader,fencing,taken_at,taken_at_ms\n");
+    let mut out = String::from("round,value,samples,leader,fencing,taken_at,taken_at_ms,cluster\n");
     for a in items {
         let mut leader = a.leader.clone();
         if leader.starts_with(['=', '+', '-', '@', '\t', '\r']) {
             leader.insert(0, '\'');
         }
         out.push_str(&format!(
-            "{},{},{},\"{}\",{},\"{}\",{}\n",
+            "{},{},{},\"{}\",{},\"{}\",{},{}\n",
             a.round,
             a.value,
             a.samples,
             leader.replace('"', "\"\""),
             a.fencing,
             a.taken_at.replace('"', "\"\""),
-            a.taken_at_ms
+            a.taken_at_ms,
+            a.cluster
         ));
     }
     out
 }
 
-/// `GET /api/v1/averages/{round}`: the stored average of one node round, or 404.
+/// `GET /api/v1/averages/{round}?cluster=ID`: the stored average of one node round of
+/// cluster `ID` (default: the default cluster, i.e. rounds sent without a cluster id), or
+/// 404.
 pub async fn one(
     State(state): State<AppState>,
     Path(round): Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Average>, ApiError> {
+    let q = query_map(query)?;
     let round: u64 = round
         .parse()
         .map_err(|_| ApiError::bad("round", format!("{round:?} is not a round number")))?;
-    match state.store.get(round).await? {
+    let cluster = match q.get("cluster") {
+        Some(c) => ClusterId::parse(c).map_err(|e| ApiError::bad("cluster", e.to_string()))?,
+        None => ClusterId::default(),
+    };
+    match state.store.get(&cluster, round).await? {
         Some(a) => Ok(Json(a)),
-        None => Err(ApiError::NotFound(format!("round {round} is not stored"))),
+        None => Err(ApiError::NotFound(format!(
+            "round {round} of cluster {cluster} is not stored"
+        ))),
     }
 }
 

@@ -14,13 +14,14 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use sensor_node::result::BatchAnswer;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
 use crate::error::ApiError;
 use crate::fence::FenceError;
 use crate::routes::params::{ms_rfc3339, query_map, rfc3339_ms};
-use crate::store::{Average, IngestResult, IngestStatus, NewPoint};
+use crate::store::{Average, ClusterId, IngestResult, IngestStatus, NewPoint};
 use crate::{AppState, BODY_LIMIT};
 
 /// Most items one batch may carry (a 64 KiB body holds about 400 anyway).
@@ -137,6 +138,13 @@ pub async fn post_averages(
             vec![parse_average(other, "", &state.plausibility, now)?],
         ),
     };
+    // Fencing is per cluster, and the store checks one cluster's fence per call.
+    if let Some(i) = items.iter().position(|a| a.cluster != items[0].cluster) {
+        return Err(ApiError::bad(
+            &format!("[{i}].cluster"),
+            "every item of a batch must belong to the same cluster",
+        ));
+    }
     // The whole batch is valid; its highest token must be one ZooKeeper could have issued.
     if let Some(fence) = &state.fence {
         let (i, highest) = items
@@ -149,7 +157,7 @@ pub async fn post_averages(
         } else {
             "fencing".to_string()
         };
-        match fence.check(highest).await {
+        match fence.check(&items[0].cluster, highest).await {
             Ok(()) => {}
             Err(e @ FenceError::Forged { .. }) => {
                 state.metrics.forged_fences.fetch_add(1, Ordering::Relaxed);
@@ -209,10 +217,6 @@ fn respond(
         .iter()
         .filter(|r| r.status == IngestStatus::Stored)
         .count();
-    let duplicates = results
-        .iter()
-        .filter(|r| r.status == IngestStatus::Duplicate)
-        .count();
     if let Some(bad) = results.iter().find(|r| r.status.is_rejection()) {
         let message = match bad.status {
             IngestStatus::Conflict => format!(
@@ -245,7 +249,7 @@ fn respond(
         StatusCode::OK
     };
     let body = if batch {
-        json!({"stored": stored, "duplicates": duplicates, "results": results})
+        json!(BatchAnswer::new(results))
     } else {
         json!(results.first())
     };
@@ -327,6 +331,16 @@ pub fn parse_average(
     plausible
         .check_time(taken_at_ms, now_ms)
         .map_err(|m| ApiError::bad(&field("taken_at"), m))?;
+    // Absent (older nodes) = the default cluster.
+    let cluster = match obj.get("cluster").filter(|v| !v.is_null()) {
+        None => ClusterId::default(),
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| ApiError::bad(&field("cluster"), "cluster must be a string"))
+            .and_then(|c| {
+                ClusterId::parse(c).map_err(|e| ApiError::bad(&field("cluster"), e.to_string()))
+            })?,
+    };
     Ok(Average {
         round,
         value,
@@ -335,6 +349,7 @@ pub fn parse_average(
         fencing,
         taken_at,
         taken_at_ms,
+        cluster,
     })
 }
 

@@ -157,6 +157,7 @@ pub fn average(
         fencing,
         taken_at: iso(ms),
         taken_at_ms: ms,
+        cluster: Default::default(),
     }
 }
 

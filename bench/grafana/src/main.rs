@@ -69,6 +69,7 @@ async fn load(store: &Store, points: usize, end_ms: i64) -> anyhow::Result<(i64,
             fencing: round / 10_000 + 1,
             taken_at: iso(t)?,
             taken_at_ms: t,
+            cluster: Default::default(),
         }));
         stored += 1;
         if batch.len() == 2000 || stored == points {
