@@ -1,0 +1,526 @@
+//! The checker: what the API stored, what ZooKeeper holds and what the nodes logged must
+//! agree with the delivery guarantees. Each invariant gives a [`Verdict`]; any failed one
+//! is a bug in the system (the suite's exit status says so).
+//!
+//! Evidence comes from the nodes' JSON logs (`RUST_LOG=info,sensor_node=debug`):
+//! * `round committed` (leader): round, value, samples, fencing — one line per commit;
+//! * `round readings averaged` (leader, debug): round, barrier (czxid of the round's last
+//!   barrier), since (zxid of the previous commit) and the sensors `included`;
+//! * `reading taken` (every sensor, debug): barrier it was taken for, value.
+//!
+//! A sensor's reading counts for round `r` iff it was written under a barrier of round `r`:
+//! those have czxids in `(since, barrier]` of the leader's line (a barrier is created after
+//! the previous commit, and a reading is written only while its barrier is up). A SIGKILL
+//! between a write and its log line destroys that evidence: such a round is counted as
+//! unverifiable (and listed), never passed silently, and only when the killed process is
+//! the one whose line is missing and the kill was near the round.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::faults::Injected;
+use crate::observe::Stored;
+
+/// One invariant's result.
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    /// The invariant.
+    pub name: &'static str,
+    /// Whether it holds.
+    pub ok: bool,
+    /// Evidence: what was checked, or what is wrong.
+    pub detail: String,
+}
+
+/// A leader's commit line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Commit {
+    /// Leader id.
+    pub node: String,
+    /// Round.
+    pub round: u64,
+    /// Average.
+    pub value: f64,
+    /// Readings averaged.
+    pub samples: u64,
+    /// Fencing token.
+    pub fencing: u64,
+}
+
+/// A leader's per-round list of counted sensors.
+#[derive(Clone, Debug)]
+pub struct Averaged {
+    /// Leader id.
+    pub node: String,
+    /// Round.
+    pub round: u64,
+    /// czxid of the round's (last) barrier.
+    pub barrier: i64,
+    /// zxid of the previous round's commit.
+    pub since: i64,
+    /// Sensors counted.
+    pub included: Vec<String>,
+}
+
+/// A sensor's published reading.
+#[derive(Clone, Debug)]
+pub struct Reading {
+    /// Barrier it was taken for.
+    pub barrier: i64,
+    /// Value.
+    pub value: f64,
+}
+
+/// Everything the nodes logged that the checker uses.
+#[derive(Default)]
+pub struct Logs {
+    /// Commit lines, in file order per node.
+    pub commits: Vec<Commit>,
+    /// Averaged lines, keyed by (leader, round).
+    pub averaged: HashMap<(String, u64), Averaged>,
+    /// Readings per sensor, in file order.
+    pub readings: HashMap<String, Vec<Reading>>,
+}
+
+impl Logs {
+    /// Parses the JSON log of node `node` (appended across its restarts).
+    pub fn add_file(&mut self, node: &str, path: &Path) -> std::io::Result<()> {
+        let text = std::fs::read_to_string(path)?;
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let f = &v["fields"];
+            match f["message"].as_str() {
+                Some("round committed") => {
+                    if let (Some(round), Some(value), Some(samples), Some(fencing)) = (
+                        f["round"].as_u64(),
+                        f["value"].as_f64(),
+                        f["samples"].as_u64(),
+                        f["fencing"].as_u64(),
+                    ) {
+                        self.commits.push(Commit {
+                            node: node.to_string(),
+                            round,
+                            value,
+                            samples,
+                            fencing,
+                        });
+                    }
+                }
+                Some("round readings averaged") => {
+                    let included = f["included"]
+                        .as_str()
+                        .and_then(|s| serde_json::from_str::<Vec<String>>(s).ok());
+                    if let (Some(round), Some(barrier), Some(since), Some(included)) = (
+                        f["round"].as_u64(),
+                        f["barrier"].as_i64(),
+                        f["since"].as_i64(),
+                        included,
+                    ) {
+                        self.averaged.insert(
+                            (node.to_string(), round),
+                            Averaged {
+                                node: node.to_string(),
+                                round,
+                                barrier,
+                                since,
+                                included,
+                            },
+                        );
+                    }
+                }
+                Some("reading taken") => {
+                    if let (Some(barrier), Some(value)) =
+                        (f["barrier"].as_i64(), f["value"].as_f64())
+                    {
+                        self.readings
+                            .entry(node.to_string())
+                            .or_default()
+                            .push(Reading { barrier, value });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The value `sensor` published for the round `avg` describes: its last reading
+    /// taken under a barrier of that round.
+    fn reading_for(&self, sensor: &str, avg: &Averaged) -> Option<f64> {
+        self.readings
+            .get(sensor)?
+            .iter()
+            .rev()
+            .find(|r| r.barrier > avg.since && r.barrier <= avg.barrier)
+            .map(|r| r.value)
+    }
+}
+
+/// ZooKeeper's round bookkeeping at the end of the run (after the drain).
+#[derive(Clone, Debug)]
+pub struct ZkEnd {
+    /// `/rounds/last`.
+    pub last_committed: Option<u64>,
+    /// Children of `/rounds/outbox`.
+    pub outbox: Option<usize>,
+    /// Children of `/rounds/conflicts`.
+    pub conflicts: Option<usize>,
+}
+
+/// Inputs of the checker.
+pub struct Evidence<'a> {
+    /// The API's stored history (any order).
+    pub history: &'a [Stored],
+    /// The nodes' logs.
+    pub logs: &'a Logs,
+    /// ZooKeeper at the end.
+    pub zk: &'a ZkEnd,
+    /// Faults injected (to excuse log lines a SIGKILL destroyed).
+    pub faults: &'a [Injected],
+    /// Exits nobody caused: (process, how, log tail).
+    pub crashes: &'a [(String, String, String)],
+    /// Faults after whose heal no new round was stored within the bound.
+    pub stalled: &'a [String],
+}
+
+/// Rounds whose evidence a SIGKILL destroyed, by invariant.
+#[derive(Default, Debug)]
+pub struct Unverifiable {
+    /// Stored rounds without their leader's commit line.
+    pub commit_lines: Vec<u64>,
+    /// Stored rounds with a counted reading whose log line is missing.
+    pub readings: Vec<u64>,
+}
+
+/// Whether `node` was SIGKILLed within `[from_ms, to_ms]`.
+fn killed_near(faults: &[Injected], node: &str, from_ms: i64, to_ms: i64) -> bool {
+    faults.iter().any(|f| {
+        f.node_killed && f.node.as_deref() == Some(node) && (from_ms..=to_ms).contains(&f.at_ms)
+    })
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// "3, 7-9, 12" (at most 20 items, then "…").
+fn ranges(rounds: &[u64]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < rounds.len() {
+        let start = rounds[i];
+        let mut end = start;
+        while i + 1 < rounds.len() && rounds[i + 1] == end + 1 {
+            i += 1;
+            end = rounds[i];
+        }
+        out.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    if out.len() > 20 {
+        out.truncate(20);
+        out.push("…".into());
+    }
+    out.join(", ")
+}
+
+/// Runs every invariant.
+pub fn check(ev: &Evidence<'_>) -> (Vec<Verdict>, Unverifiable) {
+    let mut verdicts = Vec::new();
+    let mut unverifiable = Unverifiable::default();
+    let mut by_round: BTreeMap<u64, Vec<&Stored>> = BTreeMap::new();
+    for s in ev.history {
+        by_round.entry(s.round).or_default().push(s);
+    }
+
+    // 1. Contiguous from the first round (round 1 on a fresh ensemble) to the last.
+    let rounds: Vec<u64> = by_round.keys().copied().collect();
+    let (first, last) = (
+        rounds.first().copied().unwrap_or(0),
+        rounds.last().copied().unwrap_or(0),
+    );
+    let missing: Vec<u64> = (first.max(1)..=last)
+        .filter(|r| !by_round.contains_key(r))
+        .collect();
+    let ok = !rounds.is_empty() && first == 1 && missing.is_empty();
+    verdicts.push(Verdict {
+        name: "rounds contiguous",
+        ok,
+        detail: if rounds.is_empty() {
+            "nothing stored".into()
+        } else if ok {
+            format!("rounds 1..={last} all stored")
+        } else {
+            format!(
+                "stored {first}..={last}; missing: {}{}",
+                ranges(&missing),
+                if first != 1 {
+                    " (and the history does not start at round 1)"
+                } else {
+                    ""
+                }
+            )
+        },
+    });
+
+    // 2. Each round stored exactly once.
+    let dups: Vec<u64> = by_round
+        .iter()
+        .filter(|(_, v)| v.len() > 1)
+        .map(|(r, _)| *r)
+        .collect();
+    verdicts.push(Verdict {
+        name: "each round stored once",
+        ok: dups.is_empty(),
+        detail: if dups.is_empty() {
+            format!(
+                "{} entries, {} distinct rounds",
+                ev.history.len(),
+                rounds.len()
+            )
+        } else {
+            format!("stored more than once: {}", ranges(&dups))
+        },
+    });
+
+    // 3. No write from a deposed leader: tokens non-decreasing by round, each stored round
+    //    is the one commit a leader logged for it, and no round was committed twice.
+    let mut problems: Vec<String> = Vec::new();
+    let mut prev: Option<&Stored> = None;
+    for entries in by_round.values() {
+        let s = entries[0];
+        if let Some(p) = prev {
+            if s.fencing < p.fencing {
+                problems.push(format!(
+                    "round {} has token {} ({}) below round {}'s {} ({})",
+                    s.round, s.fencing, s.leader, p.round, p.fencing, p.leader
+                ));
+            }
+        }
+        prev = Some(s);
+    }
+    let mut commits: HashMap<u64, Vec<&crate::check::Commit>> = HashMap::new();
+    for c in &ev.logs.commits {
+        commits.entry(c.round).or_default().push(c);
+    }
+    for (round, cs) in &commits {
+        let first = cs[0];
+        if cs
+            .iter()
+            .any(|c| c.node != first.node || c.fencing != first.fencing)
+        {
+            problems.push(format!(
+                "round {round} committed by more than one leader: {}",
+                cs.iter()
+                    .map(|c| format!("{} (token {}, value {})", c.node, c.fencing, c.value))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    for entries in by_round.values() {
+        let s = entries[0];
+        match commits.get(&s.round) {
+            Some(cs) => {
+                if !cs.iter().any(|c| {
+                    c.node == s.leader
+                        && c.fencing == s.fencing
+                        && close(c.value, s.value)
+                        && c.samples == u64::from(s.samples)
+                }) {
+                    problems.push(format!(
+                        "round {} stored as ({}, token {}, value {}, {} samples) but committed as {}",
+                        s.round,
+                        s.leader,
+                        s.fencing,
+                        s.value,
+                        s.samples,
+                        cs.iter()
+                            .map(|c| format!(
+                                "({}, token {}, value {}, {} samples)",
+                                c.node, c.fencing, c.value, c.samples
+                            ))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+            None if killed_near(
+                ev.faults,
+                &s.leader,
+                s.taken_at_ms - 1_000,
+                s.taken_at_ms + 5_000,
+            ) =>
+            {
+                unverifiable.commit_lines.push(s.round);
+            }
+            None => problems.push(format!(
+                "round {} stored from {} (token {}) but no leader logged committing it",
+                s.round, s.leader, s.fencing
+            )),
+        }
+    }
+    for (round, cs) in &commits {
+        if !by_round.contains_key(round) && *round <= last {
+            problems.push(format!(
+                "round {round} committed by {} but not stored",
+                cs[0].node
+            ));
+        }
+    }
+    verdicts.push(Verdict {
+        name: "no write from a deposed leader stored",
+        ok: problems.is_empty(),
+        detail: if problems.is_empty() {
+            format!(
+                "{} stored rounds match their leader's commit (tokens non-decreasing, {} leaderships){}",
+                rounds.len() - unverifiable.commit_lines.len(),
+                {
+                    let mut t: Vec<u64> = ev.history.iter().map(|s| s.fencing).collect();
+                    t.sort_unstable();
+                    t.dedup();
+                    t.len()
+                },
+                if unverifiable.commit_lines.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; leader SIGKILLed before logging the commit of {}",
+                        ranges(&unverifiable.commit_lines)
+                    )
+                }
+            )
+        } else {
+            problems.join("\n      ")
+        },
+    });
+
+    // 4. Every stored average is the mean of the readings its leader counted.
+    let mut problems: Vec<String> = Vec::new();
+    let mut checked = 0usize;
+    for entries in by_round.values() {
+        let s = entries[0];
+        let Some(avg) = ev.logs.averaged.get(&(s.leader.clone(), s.round)) else {
+            if !unverifiable.commit_lines.contains(&s.round) {
+                problems.push(format!(
+                    "round {}: leader {} logged no list of counted readings",
+                    s.round, s.leader
+                ));
+            }
+            continue;
+        };
+        if avg.included.len() != s.samples as usize {
+            problems.push(format!(
+                "round {}: {} samples stored, leader counted {:?}",
+                s.round, s.samples, avg.included
+            ));
+            continue;
+        }
+        let mut values = Vec::new();
+        let mut lost = false;
+        for sensor in &avg.included {
+            match ev.logs.reading_for(sensor, avg) {
+                Some(v) => values.push(v),
+                None if killed_near(
+                    ev.faults,
+                    sensor,
+                    s.taken_at_ms - 10_000,
+                    s.taken_at_ms + 1_000,
+                ) =>
+                {
+                    lost = true;
+                }
+                None => {
+                    problems.push(format!(
+                        "round {}: leader {} counted {sensor}, which logged no reading for it (barriers {}..={})",
+                        s.round, s.leader, avg.since, avg.barrier
+                    ));
+                    lost = true;
+                }
+            }
+        }
+        if lost {
+            unverifiable.readings.push(s.round);
+            continue;
+        }
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        if !close(mean, s.value) {
+            problems.push(format!(
+                "round {}: stored {} but the readings {:?} of {:?} average {mean}",
+                s.round, s.value, values, avg.included
+            ));
+        }
+        checked += 1;
+    }
+    // Rounds listed as unverifiable because of a missing line that was *not* excused are
+    // already problems; keep only the excused ones in the figure.
+    verdicts.push(Verdict {
+        name: "average = mean of the leader's readings",
+        ok: problems.is_empty(),
+        detail: if problems.is_empty() {
+            format!(
+                "{checked} rounds recomputed from the sensors' logged readings{}",
+                if unverifiable.readings.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; a sensor SIGKILLed before logging its reading in {}",
+                        ranges(&unverifiable.readings)
+                    )
+                }
+            )
+        } else {
+            problems.join("\n      ")
+        },
+    });
+
+    // 5. ZooKeeper and the API agree at the end: every committed round delivered.
+    let z = ev.zk;
+    let ok = z.last_committed == Some(last) && z.outbox == Some(0) && z.conflicts == Some(0);
+    verdicts.push(Verdict {
+        name: "every committed round delivered",
+        ok,
+        detail: format!(
+            "/rounds/last = {:?}, last stored = {last}, outbox = {:?}, conflicts = {:?}",
+            z.last_committed, z.outbox, z.conflicts
+        ),
+    });
+
+    // 6. Progress after every fault.
+    verdicts.push(Verdict {
+        name: "progress after every fault",
+        ok: ev.stalled.is_empty(),
+        detail: if ev.stalled.is_empty() {
+            format!(
+                "a new round was stored after each of {} faults",
+                ev.faults.len()
+            )
+        } else {
+            format!("no new round stored after: {}", ev.stalled.join("; "))
+        },
+    });
+
+    // 7. No process exited that we did not take down.
+    verdicts.push(Verdict {
+        name: "no process exited unless killed",
+        ok: ev.crashes.is_empty(),
+        detail: if ev.crashes.is_empty() {
+            "every exit was one we caused".into()
+        } else {
+            ev.crashes
+                .iter()
+                .map(|(p, how, tail)| format!("{p}: {how}; log tail:\n{tail}"))
+                .collect::<Vec<_>>()
+                .join("\n      ")
+        },
+    });
+    (verdicts, unverifiable)
+}
