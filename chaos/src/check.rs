@@ -524,3 +524,176 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<Verdict>, Unverifiable) {
     });
     (verdicts, unverifiable)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The checker must catch each kind of violation: every test breaks one thing in an
+    //! otherwise consistent run and expects exactly that invariant to fail.
+
+    use super::*;
+
+    const LEADER_LOG: &str = r#"{"timestamp":"2026-11-29T00:46:13.545961Z","level":"DEBUG","fields":{"message":"reading taken","node":"n1","barrier":100,"value":20.18,"mzxid":-1},"target":"sensor_node::round"}
+{"timestamp":"2026-11-29T00:46:13.883430Z","level":"DEBUG","fields":{"message":"round readings averaged","node":"n1","round":1,"barrier":100,"since":0,"included":"[\"n1\", \"n2\"]"},"target":"sensor_node::round"}
+{"timestamp":"2026-11-29T00:46:13.883538Z","level":"INFO","fields":{"message":"round committed","node":"n1","role":"leader","round":1,"value":21.0,"samples":2,"fencing":7},"target":"sensor_node::round"}
+{"timestamp":"2026-11-29T00:46:14.045961Z","level":"DEBUG","fields":{"message":"reading taken","node":"n1","barrier":110,"value":30.0,"mzxid":-1},"target":"sensor_node::round"}
+{"timestamp":"2026-11-29T00:46:14.383430Z","level":"DEBUG","fields":{"message":"round readings averaged","node":"n1","round":2,"barrier":110,"since":105,"included":"[\"n1\", \"n2\"]"},"target":"sensor_node::round"}
+{"timestamp":"2026-11-29T00:46:14.383538Z","level":"INFO","fields":{"message":"round committed","node":"n1","role":"leader","round":2,"value":25.0,"samples":2,"fencing":7},"target":"sensor_node::round"}
+not json: a panic message, ignored
+"#;
+    const FOLLOWER_LOG: &str = r#"{"timestamp":"2026-11-29T00:46:13.5Z","level":"DEBUG","fields":{"message":"reading taken","node":"n2","barrier":100,"value":21.82,"mzxid":-1},"target":"sensor_node::round"}
+{"timestamp":"2026-11-29T00:46:14.0Z","level":"DEBUG","fields":{"message":"reading taken","node":"n2","barrier":110,"value":20.0,"mzxid":-1},"target":"sensor_node::round"}
+"#;
+
+    fn logs() -> Logs {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut logs = Logs::default();
+        for (node, text) in [("n1", LEADER_LOG), ("n2", FOLLOWER_LOG)] {
+            let path = dir.path().join(format!("{node}.log"));
+            std::fs::write(&path, text).expect("write log");
+            logs.add_file(node, &path).expect("parse log");
+        }
+        logs
+    }
+
+    fn stored(round: u64, value: f64, fencing: u64) -> Stored {
+        Stored {
+            round,
+            value,
+            samples: 2,
+            leader: "n1".into(),
+            fencing,
+            taken_at_ms: 1_000_000 + round as i64 * 500,
+        }
+    }
+
+    fn good_history() -> Vec<Stored> {
+        vec![stored(2, 25.0, 7), stored(1, 21.0, 7)]
+    }
+
+    fn zk_end(last: u64) -> ZkEnd {
+        ZkEnd {
+            last_committed: Some(last),
+            outbox: Some(0),
+            conflicts: Some(0),
+        }
+    }
+
+    /// Names of the failed invariants.
+    fn failed(history: &[Stored], logs: &Logs, zk: &ZkEnd, faults: &[Injected]) -> Vec<String> {
+        let (verdicts, _) = check(&Evidence {
+            history,
+            logs,
+            zk,
+            faults,
+            crashes: &[],
+            stalled: &[],
+        });
+        verdicts
+            .iter()
+            .filter(|v| !v.ok)
+            .map(|v| format!("{}: {}", v.name, v.detail))
+            .collect()
+    }
+
+    #[test]
+    fn a_consistent_run_passes() {
+        let f = failed(&good_history(), &logs(), &zk_end(2), &[]);
+        assert!(f.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn a_missing_round_breaks_contiguity() {
+        let mut logs = logs();
+        // Round 3 committed and logged, but the API lost it while storing round 4.
+        logs.commits.push(Commit {
+            node: "n1".into(),
+            round: 3,
+            value: 1.0,
+            samples: 2,
+            fencing: 7,
+        });
+        let mut h = good_history();
+        let mut r4 = stored(4, 25.0, 7);
+        r4.samples = 2;
+        h.push(r4);
+        let f = failed(&h, &logs, &zk_end(4), &[]);
+        assert!(f.iter().any(|v| v.starts_with("rounds contiguous") && v.contains("missing: 3")), "{f:?}");
+        assert!(f.iter().any(|v| v.contains("round 3 committed by n1 but not stored")), "{f:?}");
+    }
+
+    #[test]
+    fn a_round_stored_twice_is_caught() {
+        let mut h = good_history();
+        h.push(stored(2, 25.0, 7));
+        let f = failed(&h, &logs(), &zk_end(2), &[]);
+        assert!(f.iter().any(|v| v.starts_with("each round stored once")), "{f:?}");
+    }
+
+    #[test]
+    fn a_deposed_leaders_write_is_caught() {
+        // Round 2 stored with an older token than round 1 (and not what n1 committed).
+        let h = vec![stored(1, 21.0, 7), stored(2, 25.0, 5)];
+        let f = failed(&h, &logs(), &zk_end(2), &[]);
+        assert!(
+            f.iter().any(|v| v.starts_with("no write from a deposed leader")
+                && v.contains("token 5 (n1) below round 1's 7")),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn a_round_nobody_logged_committing_is_caught_unless_its_leader_was_killed() {
+        let mut h = good_history();
+        h.push(stored(3, 22.0, 9));
+        let f = failed(&h, &logs(), &zk_end(3), &[]);
+        assert!(
+            f.iter().any(|v| v.contains("no leader logged committing it")),
+            "{f:?}"
+        );
+        let killed = Injected {
+            at: 0.0,
+            at_ms: h[2].taken_at_ms + 100,
+            what: "SIGKILL leader n1".into(),
+            node: Some("n1".into()),
+            node_killed: true,
+            recovered_in: Some(1.0),
+        };
+        let f = failed(&h, &logs(), &zk_end(3), &[killed]);
+        assert!(f.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn an_average_that_is_not_the_mean_of_the_readings_is_caught() {
+        let mut logs = logs();
+        // The leader committed and the API stored 26.0, but n1 read 30.0 and n2 20.0.
+        for c in logs.commits.iter_mut().filter(|c| c.round == 2) {
+            c.value = 26.0;
+        }
+        let h = vec![stored(1, 21.0, 7), stored(2, 26.0, 7)];
+        let f = failed(&h, &logs, &zk_end(2), &[]);
+        assert!(
+            f.iter().any(|v| v.starts_with("average = mean") && v.contains("average 25")),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn a_reading_from_another_round_does_not_count() {
+        let mut logs = logs();
+        // n2's reading of round 2 is missing: its round-1 reading must not stand in.
+        logs.readings.get_mut("n2").expect("n2").pop();
+        let f = failed(&good_history(), &logs, &zk_end(2), &[]);
+        assert!(
+            f.iter().any(|v| v.contains("counted n2, which logged no reading for it")),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn an_undrained_outbox_is_caught() {
+        let mut zk = zk_end(2);
+        zk.outbox = Some(1);
+        let f = failed(&good_history(), &logs(), &zk, &[]);
+        assert!(f.iter().any(|v| v.starts_with("every committed round delivered")), "{f:?}");
+    }
+}
