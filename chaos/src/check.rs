@@ -62,6 +62,8 @@ pub struct Averaged {
     pub since: i64,
     /// Sensors counted.
     pub included: Vec<String>,
+    /// Their readings as the leader averaged them (same order), when logged.
+    pub values: Option<Vec<f64>>,
 }
 
 /// A sensor's published reading.
@@ -82,6 +84,13 @@ pub struct Logs {
     pub averaged: HashMap<(String, u64), Averaged>,
     /// Readings per sensor, in file order.
     pub readings: HashMap<String, Vec<Reading>>,
+    /// Barriers for which a sensor's publish failed with an unknown outcome (the write may
+    /// have landed unlogged), per sensor.
+    pub publish_failed: HashMap<String, Vec<i64>>,
+    /// Deliveries the API refused for a stale fencing token (a deposed leader fenced off).
+    pub stale_refused: usize,
+    /// Readings dropped because their round had closed before they could be written.
+    pub late_readings: usize,
 }
 
 impl Logs {
@@ -128,6 +137,9 @@ impl Logs {
                                 barrier,
                                 since,
                                 included,
+                                values: f["values"]
+                                    .as_str()
+                                    .and_then(|s| serde_json::from_str::<Vec<f64>>(s).ok()),
                             },
                         );
                     }
@@ -142,10 +154,29 @@ impl Logs {
                             .push(Reading { barrier, value });
                     }
                 }
+                Some("publishing the reading failed") => {
+                    if let Some(barrier) = f["barrier"].as_i64() {
+                        self.publish_failed
+                            .entry(node.to_string())
+                            .or_default()
+                            .push(barrier);
+                    }
+                }
+                Some(m) if m.starts_with("API rejected our fencing token") => {
+                    self.stale_refused += 1
+                }
+                Some(m) if m.starts_with("reading too late") => self.late_readings += 1,
                 _ => {}
             }
         }
         Ok(())
+    }
+
+    /// Whether `sensor` had a publish fail with an unknown outcome in the round of `avg`.
+    fn publish_failed_in(&self, sensor: &str, avg: &Averaged) -> bool {
+        self.publish_failed
+            .get(sensor)
+            .is_some_and(|b| b.iter().any(|b| *b > avg.since && *b <= avg.barrier))
     }
 
     /// The value `sensor` published for the round `avg` describes: its last reading
@@ -403,7 +434,8 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<Verdict>, Unverifiable) {
         },
     });
 
-    // 4. Every stored average is the mean of the readings its leader counted.
+    // 4. Every stored average is the mean of the readings its leader logged counting, and
+    //    each of those is the reading its sensor logged publishing for that round.
     let mut problems: Vec<String> = Vec::new();
     let mut checked = 0usize;
     for entries in by_round.values() {
@@ -417,40 +449,53 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<Verdict>, Unverifiable) {
             }
             continue;
         };
-        if avg.included.len() != s.samples as usize {
+        if avg.included.len() != s.samples as usize
+            || avg
+                .values
+                .as_ref()
+                .is_some_and(|v| v.len() != avg.included.len())
+        {
             problems.push(format!(
-                "round {}: {} samples stored, leader counted {:?}",
-                s.round, s.samples, avg.included
+                "round {}: {} samples stored, leader counted {:?} with values {:?}",
+                s.round, s.samples, avg.included, avg.values
             ));
             continue;
         }
-        let mut values = Vec::new();
-        let mut lost = false;
-        for sensor in &avg.included {
-            match ev.logs.reading_for(sensor, avg) {
-                Some(v) => values.push(v),
-                None if killed_near(
+        // The sensors' side: what each counted sensor logged publishing for this round.
+        let mut from_sensors = Vec::new();
+        let mut unconfirmed = false;
+        for (k, sensor) in avg.included.iter().enumerate() {
+            let leader_value = avg.values.as_ref().map(|v| v[k]);
+            let excused = ev.logs.publish_failed_in(sensor, avg)
+                || killed_near(
                     ev.faults,
                     sensor,
                     s.taken_at_ms - 10_000,
                     s.taken_at_ms + 1_000,
-                ) =>
-                {
-                    lost = true;
-                }
-                None => {
-                    problems.push(format!(
-                        "round {}: leader {} counted {sensor}, which logged no reading for it (barriers {}..={})",
-                        s.round, s.leader, avg.since, avg.barrier
-                    ));
-                    lost = true;
-                }
+                );
+            match ev.logs.reading_for(sensor, avg) {
+                Some(v) if leader_value.is_none_or(|l| close(l, v)) => from_sensors.push(v),
+                _ if excused => unconfirmed = true,
+                Some(v) => problems.push(format!(
+                    "round {}: leader {} counted {} for {sensor}, which published {v} for it",
+                    s.round,
+                    s.leader,
+                    leader_value.unwrap_or(f64::NAN)
+                )),
+                None => problems.push(format!(
+                    "round {}: leader {} counted {sensor}, which published no reading for it (barriers {}..={})",
+                    s.round, s.leader, avg.since, avg.barrier
+                )),
             }
         }
-        if lost {
+        if unconfirmed {
             unverifiable.readings.push(s.round);
-            continue;
         }
+        let values = match &avg.values {
+            Some(v) => v.clone(),
+            None if from_sensors.len() == avg.included.len() => from_sensors,
+            None => continue,
+        };
         let mean = values.iter().sum::<f64>() / values.len() as f64;
         if !close(mean, s.value) {
             problems.push(format!(
@@ -460,19 +505,17 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<Verdict>, Unverifiable) {
         }
         checked += 1;
     }
-    // Rounds listed as unverifiable because of a missing line that was *not* excused are
-    // already problems; keep only the excused ones in the figure.
     verdicts.push(Verdict {
         name: "average = mean of the leader's readings",
         ok: problems.is_empty(),
         detail: if problems.is_empty() {
             format!(
-                "{checked} rounds recomputed from the sensors' logged readings{}",
+                "{checked} rounds recomputed from the leader's logged readings, each matched to its sensor's{}",
                 if unverifiable.readings.is_empty() {
                     String::new()
                 } else {
                     format!(
-                        "; a sensor SIGKILLed before logging its reading in {}",
+                        "; a sensor's own line lost (SIGKILL, or a write whose answer was lost) in {}",
                         ranges(&unverifiable.readings)
                     )
                 }
@@ -536,7 +579,7 @@ mod tests {
 {"timestamp":"2026-11-29T00:46:13.883430Z","level":"DEBUG","fields":{"message":"round readings averaged","node":"n1","round":1,"barrier":100,"since":0,"included":"[\"n1\", \"n2\"]"},"target":"sensor_node::round"}
 {"timestamp":"2026-11-29T00:46:13.883538Z","level":"INFO","fields":{"message":"round committed","node":"n1","role":"leader","round":1,"value":21.0,"samples":2,"fencing":7},"target":"sensor_node::round"}
 {"timestamp":"2026-11-29T00:46:14.045961Z","level":"DEBUG","fields":{"message":"reading taken","node":"n1","barrier":110,"value":30.0,"mzxid":-1},"target":"sensor_node::round"}
-{"timestamp":"2026-11-29T00:46:14.383430Z","level":"DEBUG","fields":{"message":"round readings averaged","node":"n1","round":2,"barrier":110,"since":105,"included":"[\"n1\", \"n2\"]"},"target":"sensor_node::round"}
+{"timestamp":"2026-11-29T00:46:14.383430Z","level":"DEBUG","fields":{"message":"round readings averaged","node":"n1","round":2,"barrier":110,"since":105,"included":"[\"n1\", \"n2\"]","values":"[30.0, 20.0]"},"target":"sensor_node::round"}
 {"timestamp":"2026-11-29T00:46:14.383538Z","level":"INFO","fields":{"message":"round committed","node":"n1","role":"leader","round":2,"value":25.0,"samples":2,"fencing":7},"target":"sensor_node::round"}
 not json: a panic message, ignored
 "#;
@@ -617,8 +660,16 @@ not json: a panic message, ignored
         r4.samples = 2;
         h.push(r4);
         let f = failed(&h, &logs, &zk_end(4), &[]);
-        assert!(f.iter().any(|v| v.starts_with("rounds contiguous") && v.contains("missing: 3")), "{f:?}");
-        assert!(f.iter().any(|v| v.contains("round 3 committed by n1 but not stored")), "{f:?}");
+        assert!(
+            f.iter()
+                .any(|v| v.starts_with("rounds contiguous") && v.contains("missing: 3")),
+            "{f:?}"
+        );
+        assert!(
+            f.iter()
+                .any(|v| v.contains("round 3 committed by n1 but not stored")),
+            "{f:?}"
+        );
     }
 
     #[test]
@@ -626,7 +677,10 @@ not json: a panic message, ignored
         let mut h = good_history();
         h.push(stored(2, 25.0, 7));
         let f = failed(&h, &logs(), &zk_end(2), &[]);
-        assert!(f.iter().any(|v| v.starts_with("each round stored once")), "{f:?}");
+        assert!(
+            f.iter().any(|v| v.starts_with("each round stored once")),
+            "{f:?}"
+        );
     }
 
     #[test]
@@ -635,8 +689,9 @@ not json: a panic message, ignored
         let h = vec![stored(1, 21.0, 7), stored(2, 25.0, 5)];
         let f = failed(&h, &logs(), &zk_end(2), &[]);
         assert!(
-            f.iter().any(|v| v.starts_with("no write from a deposed leader")
-                && v.contains("token 5 (n1) below round 1's 7")),
+            f.iter()
+                .any(|v| v.starts_with("no write from a deposed leader")
+                    && v.contains("token 5 (n1) below round 1's 7")),
             "{f:?}"
         );
     }
@@ -647,7 +702,8 @@ not json: a panic message, ignored
         h.push(stored(3, 22.0, 9));
         let f = failed(&h, &logs(), &zk_end(3), &[]);
         assert!(
-            f.iter().any(|v| v.contains("no leader logged committing it")),
+            f.iter()
+                .any(|v| v.contains("no leader logged committing it")),
             "{f:?}"
         );
         let killed = Injected {
@@ -672,7 +728,8 @@ not json: a panic message, ignored
         let h = vec![stored(1, 21.0, 7), stored(2, 26.0, 7)];
         let f = failed(&h, &logs, &zk_end(2), &[]);
         assert!(
-            f.iter().any(|v| v.starts_with("average = mean") && v.contains("average 25")),
+            f.iter()
+                .any(|v| v.starts_with("average = mean") && v.contains("average 25")),
             "{f:?}"
         );
     }
@@ -684,9 +741,44 @@ not json: a panic message, ignored
         logs.readings.get_mut("n2").expect("n2").pop();
         let f = failed(&good_history(), &logs, &zk_end(2), &[]);
         assert!(
-            f.iter().any(|v| v.contains("counted n2, which logged no reading for it")),
+            f.iter()
+                .any(|v| v.contains("counted n2, which published no reading for it")),
             "{f:?}"
         );
+    }
+
+    #[test]
+    fn a_leader_counting_another_value_than_its_sensor_published_is_caught() {
+        let mut logs = logs();
+        // The leader says n2 read 21.0 in round 2 and averaged accordingly; n2 published 20.0.
+        let avg = logs
+            .averaged
+            .get_mut(&("n1".to_string(), 2))
+            .expect("round 2 line");
+        avg.values = Some(vec![30.0, 21.0]);
+        for c in logs.commits.iter_mut().filter(|c| c.round == 2) {
+            c.value = 25.5;
+        }
+        let h = vec![stored(1, 21.0, 7), stored(2, 25.5, 7)];
+        let f = failed(&h, &logs, &zk_end(2), &[]);
+        assert!(
+            f.iter()
+                .any(|v| v.contains("counted 21 for n2, which published 20 for it")),
+            "{f:?}"
+        );
+        // A publish of n2 in round 2 whose answer was lost excuses it (its write may have
+        // landed unlogged): the round is then listed as not confirmed by the sensor.
+        logs.publish_failed.insert("n2".into(), vec![110]);
+        let (verdicts, unverifiable) = check(&Evidence {
+            history: &h,
+            logs: &logs,
+            zk: &zk_end(2),
+            faults: &[],
+            crashes: &[],
+            stalled: &[],
+        });
+        assert!(verdicts.iter().all(|v| v.ok), "{verdicts:?}");
+        assert_eq!(unverifiable.readings, vec![2]);
     }
 
     #[test]
@@ -694,6 +786,10 @@ not json: a panic message, ignored
         let mut zk = zk_end(2);
         zk.outbox = Some(1);
         let f = failed(&good_history(), &logs(), &zk, &[]);
-        assert!(f.iter().any(|v| v.starts_with("every committed round delivered")), "{f:?}");
+        assert!(
+            f.iter()
+                .any(|v| v.starts_with("every committed round delivered")),
+            "{f:?}"
+        );
     }
 }

@@ -70,6 +70,10 @@ pub struct Report {
     pub rounds: usize,
     /// Longest time the API's newest round did not advance, and the round that ended it.
     pub longest_gap: (Duration, u64),
+    /// Deliveries the API refused for a stale fencing token (from the nodes' logs).
+    pub stale_refused: usize,
+    /// Readings dropped because their round had closed.
+    pub late_readings: usize,
     /// Whether the dashboard ran.
     pub dashboard: bool,
     /// Wall time of the run.
@@ -125,13 +129,16 @@ impl Report {
         let _ = writeln!(
             out,
             "figures: {} rounds stored, {} faults, longest delivery gap {:.1} s (ended by round {}), \
-             slowest recovery {:.1} s, {} rounds unverifiable (evidence SIGKILLed), wall time {:.0} s",
+             slowest recovery {:.1} s, {} rounds unverifiable (evidence SIGKILLed), \
+             {} deliveries refused for a stale fencing token, {} late readings dropped, wall time {:.0} s",
             self.rounds,
             self.faults.len(),
             self.longest_gap.0.as_secs_f64(),
             self.longest_gap.1,
             recov.iter().copied().fold(0.0, f64::max),
             self.unverifiable.commit_lines.len() + self.unverifiable.readings.len(),
+            self.stale_refused,
+            self.late_readings,
             self.elapsed.as_secs_f64()
         );
         let _ = writeln!(out, "logs: {}", self.log_dir.display());
@@ -272,6 +279,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         unverifiable,
         rounds: history.len(),
         longest_gap,
+        stale_refused: logs.stale_refused,
+        late_readings: logs.late_readings,
         dashboard,
         elapsed: started.elapsed(),
         log_dir: log_dir.clone(),

@@ -485,7 +485,7 @@ async fn one_round(
     txn.add_delete(layout::BARRIER, None).map_err(bad)?;
     match txn.commit().await {
         Ok(_) => {
-            tracing::debug!(node = %ctx.id, round, barrier, since = state.closed_at, included = ?ids, "round readings averaged");
+            tracing::debug!(node = %ctx.id, round, barrier, since = state.closed_at, included = ?ids, values = ?readings.iter().map(|(_, v)| *v).collect::<Vec<f64>>(), "round readings averaged");
             Ok((result, close_at))
         }
         Err(zkc::MultiWriteError::RequestFailed { source })
