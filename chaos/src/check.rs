@@ -80,7 +80,10 @@ pub struct Reading {
 pub struct Logs {
     /// Commit lines, in file order per node.
     pub commits: Vec<Commit>,
-    /// Averaged lines, keyed by (leader, round).
+    /// Commit attempts (`round commit sent`, logged before the answer), in file order.
+    pub attempts: Vec<Commit>,
+    /// Per-round readings of a leader, keyed by (leader, round): from `round readings
+    /// averaged`, or from its last `round commit sent` when the answer never came.
     pub averaged: HashMap<(String, u64), Averaged>,
     /// Readings per sensor, in file order.
     pub readings: HashMap<String, Vec<Reading>>,
@@ -119,7 +122,23 @@ impl Logs {
                         });
                     }
                 }
-                Some("round readings averaged") => {
+                Some(m @ ("round readings averaged" | "round commit sent")) => {
+                    if m == "round commit sent" {
+                        if let (Some(round), Some(value), Some(samples), Some(fencing)) = (
+                            f["round"].as_u64(),
+                            f["value"].as_f64(),
+                            f["samples"].as_u64(),
+                            f["fencing"].as_u64(),
+                        ) {
+                            self.attempts.push(Commit {
+                                node: node.to_string(),
+                                round,
+                                value,
+                                samples,
+                                fencing,
+                            });
+                        }
+                    }
                     let included = f["included"]
                         .as_str()
                         .and_then(|s| serde_json::from_str::<Vec<String>>(s).ok());
@@ -338,6 +357,7 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<Verdict>, Unverifiable) {
         }
         prev = Some(s);
     }
+    let mut answer_lost: Vec<u64> = Vec::new();
     let mut commits: HashMap<u64, Vec<&crate::check::Commit>> = HashMap::new();
     for c in &ev.logs.commits {
         commits.entry(c.round).or_default().push(c);
@@ -384,6 +404,18 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<Verdict>, Unverifiable) {
                     ));
                 }
             }
+            None if ev.logs.attempts.iter().any(|c| {
+                c.round == s.round
+                    && c.node == s.leader
+                    && c.fencing == s.fencing
+                    && close(c.value, s.value)
+                    && c.samples == u64::from(s.samples)
+            }) =>
+            {
+                // The commit applied but its answer never reached the leader (connection
+                // lost, SIGTERM/SIGKILL): its attempt line says what it sent.
+                answer_lost.push(s.round);
+            }
             None if killed_near(
                 ev.faults,
                 &s.leader,
@@ -412,7 +444,7 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<Verdict>, Unverifiable) {
         ok: problems.is_empty(),
         detail: if problems.is_empty() {
             format!(
-                "{} stored rounds match their leader's commit (tokens non-decreasing, {} leaderships){}",
+                "{} stored rounds match their leader's commit (tokens non-decreasing, {} leaderships){}{}",
                 rounds.len() - unverifiable.commit_lines.len(),
                 {
                     let mut t: Vec<u64> = ev.history.iter().map(|s| s.fencing).collect();
@@ -426,6 +458,14 @@ pub fn check(ev: &Evidence<'_>) -> (Vec<Verdict>, Unverifiable) {
                     format!(
                         "; leader SIGKILLed before logging the commit of {}",
                         ranges(&unverifiable.commit_lines)
+                    )
+                },
+                if answer_lost.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; matched to the leader's commit attempt (answer lost) for {}",
+                        ranges(&answer_lost)
                     )
                 }
             )
@@ -779,6 +819,34 @@ not json: a panic message, ignored
         });
         assert!(verdicts.iter().all(|v| v.ok), "{verdicts:?}");
         assert_eq!(unverifiable.readings, vec![2]);
+    }
+
+    #[test]
+    fn a_commit_whose_answer_was_lost_is_matched_to_the_attempt_and_only_to_it() {
+        let attempt = r#"{"level":"DEBUG","fields":{"message":"round commit sent","node":"n1","round":3,"barrier":120,"since":115,"value":24.0,"samples":2,"fencing":7,"included":"[\"n1\", \"n2\"]","values":"[28.0, 20.0]"}}
+{"level":"DEBUG","fields":{"message":"reading taken","node":"n1","barrier":120,"value":28.0,"mzxid":-1}}
+"#;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("n1b.log");
+        std::fs::write(&path, attempt).expect("write");
+        let mut logs = logs();
+        logs.add_file("n1", &path).expect("parse");
+        logs.readings.get_mut("n2").expect("n2").push(Reading {
+            barrier: 120,
+            value: 20.0,
+        });
+        let mut h = good_history();
+        h.push(stored(3, 24.0, 7));
+        let f = failed(&h, &logs, &zk_end(3), &[]);
+        assert!(f.is_empty(), "{f:?}");
+        // Stored with another value than the attempt: not explained by it.
+        h[2].value = 24.5;
+        let f = failed(&h, &logs, &zk_end(3), &[]);
+        assert!(
+            f.iter().any(|v| v
+                .contains("round 3 stored from n1 (token 7) but no leader logged committing it")),
+            "{f:?}"
+        );
     }
 
     #[test]

@@ -497,6 +497,9 @@ async fn one_round(
                 .map_err(bad)?,
         }
         txn.add_delete(layout::BARRIER, None).map_err(bad)?;
+        // Logged before the answer: if it is lost (connection loss, SIGKILL), whoever reads
+        // the logs can still tell what this leader tried to commit.
+        tracing::debug!(node = %id, round, barrier, since, value = logged.value, samples = logged.samples, fencing = logged.fencing, included = ?included, values = ?values, "round commit sent");
         match txn.commit().await {
             Ok(_) => {
                 tracing::debug!(node = %id, round, barrier, since, included = ?included, values = ?values, "round readings averaged");
