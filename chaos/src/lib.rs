@@ -250,6 +250,23 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     zk_end.conflicts =
         rt.block_on(obs.children(sensor_node::outbox::CONFLICTS, Duration::from_secs(10)));
     stack.unexpected_exits();
+    // The dashboard, when it ran, must still serve its cluster state after all that.
+    let dashboard_verdict = stack.dashboard_url.clone().map(|url| {
+        let url = format!("{url}/api/v1/cluster");
+        let serves = testkit::wait_until(Duration::from_secs(15), || {
+            rt.block_on(async {
+                matches!(reqwest::get(&url).await, Ok(r) if r.status().is_success())
+            })
+        });
+        Verdict {
+            name: "dashboard serves after the faults",
+            ok: serves,
+            detail: format!(
+                "GET {url}: {}",
+                if serves { "2xx" } else { "no 2xx within 15 s" }
+            ),
+        }
+    });
     let history = rt
         .block_on(obs.history())
         .context("read the API's history")?;
@@ -263,7 +280,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         logs.add_file(&n.name, &n.log)
             .with_context(|| format!("read {}", n.log.display()))?;
     }
-    let (verdicts, unverifiable) = check::check(&Evidence {
+    let (mut verdicts, unverifiable) = check::check(&Evidence {
         history: &history,
         logs: &logs,
         zk: &zk_end,
@@ -271,6 +288,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         crashes: &stack.crashes,
         stalled: &stalled,
     });
+    verdicts.extend(dashboard_verdict);
     let report = Report {
         seed: opts.seed,
         faults: injected,

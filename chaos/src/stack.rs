@@ -102,6 +102,8 @@ pub struct Stack {
     pub proxies: Vec<Vec<Partition>>,
     /// The dashboard, when built.
     pub dashboard: Option<Tracked>,
+    /// `http://127.0.0.1:<port>` of the dashboard, when built.
+    pub dashboard_url: Option<String>,
     /// The run directory (logs).
     pub dir: PathBuf,
     bins: Binaries,
@@ -156,6 +158,7 @@ impl Stack {
             nodes,
             proxies,
             dashboard,
+            dashboard_url: None,
             dir: dir.to_path_buf(),
             bins,
             timing,
@@ -251,13 +254,15 @@ impl Stack {
         let (Some(bin), Some(dash)) = (&self.bins.dashboard, self.dashboard.as_mut()) else {
             return Ok(());
         };
+        let port = testkit::free_port();
         let mut cmd = Command::new(bin);
         cmd.env_clear()
-            .env("LISTEN_ADDR", format!("127.0.0.1:{}", testkit::free_port()))
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
             .env("ZOOKEEPER_HOSTS", self.zk.connect_string())
             .env("API_URL", &self.api_url)
             .env("RUST_LOG", "info");
         dash.proc = Some(Proc::spawn("dashboard", cmd, &dash.log).context("spawn dashboard")?);
+        self.dashboard_url = Some(format!("http://127.0.0.1:{port}"));
         Ok(())
     }
 
