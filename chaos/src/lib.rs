@@ -20,7 +20,7 @@ use anyhow::Context;
 
 use check::{Evidence, Logs, Unverifiable, Verdict, ZkEnd};
 use faults::{Fault, Injected, Schedule};
-use observe::{Observer, Progress};
+use observe::Observer;
 use stack::{Binaries, Stack, Timing};
 
 /// What to run.
@@ -80,6 +80,8 @@ pub struct Report {
     pub elapsed: Duration,
     /// The log directory.
     pub log_dir: PathBuf,
+    /// Whether the log directory was a temporary one, removed because the run passed.
+    pub logs_removed: bool,
 }
 
 impl Report {
@@ -141,7 +143,16 @@ impl Report {
             self.late_readings,
             self.elapsed.as_secs_f64()
         );
-        let _ = writeln!(out, "logs: {}", self.log_dir.display());
+        let _ = writeln!(
+            out,
+            "logs: {}{}",
+            self.log_dir.display(),
+            if self.logs_removed {
+                " (temporary, removed: the run passed; keep them with --log-dir)"
+            } else {
+                ""
+            }
+        );
         let _ = writeln!(
             out,
             "verdict: {}",
@@ -162,7 +173,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let started = Instant::now();
     let bins = Binaries::locate(&opts.bin_dir)?;
     let dashboard = bins.dashboard.is_some();
-    let (log_dir, _tmp) = match &opts.log_dir {
+    let (log_dir, tmp) = match &opts.log_dir {
         Some(d) => {
             std::fs::create_dir_all(d)?;
             (d.clone(), None)
@@ -270,10 +281,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
     let history = rt
         .block_on(obs.history())
         .context("read the API's history")?;
-    let longest_gap = progress
-        .lock()
-        .map(|p: std::sync::MutexGuard<'_, Progress>| p.longest_gap)
-        .unwrap_or_default();
+    let longest_gap = progress.lock().map(|p| p.longest_gap).unwrap_or_default();
     stack.shutdown();
     let mut logs = Logs::default();
     for n in &stack.nodes {
@@ -302,10 +310,13 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         dashboard,
         elapsed: started.elapsed(),
         log_dir: log_dir.clone(),
+        logs_removed: false,
     };
-    if let Some(t) = _tmp {
+    let mut report = report;
+    if let Some(t) = tmp {
         if report.passed() {
             drop(t);
+            report.logs_removed = true;
         } else {
             // Keep the evidence of a failure.
             let _ = t.keep();
