@@ -131,7 +131,7 @@ impl Report {
         let _ = writeln!(
             out,
             "figures: {} rounds stored, {} faults, longest delivery gap {:.1} s (ended by round {}), \
-             slowest recovery {:.1} s, {} rounds unverifiable (evidence SIGKILLed), \
+             slowest recovery {:.1} s, {} rounds with a leader's or sensor's line lost (SIGKILL, lost answer), \
              {} deliveries refused for a stale fencing token, {} late readings dropped, wall time {:.0} s",
             self.rounds,
             self.faults.len(),
