@@ -237,12 +237,12 @@ pub struct Evidence<'a> {
     pub stalled: &'a [String],
 }
 
-/// Rounds whose evidence a SIGKILL destroyed, by invariant.
+/// Rounds whose evidence was lost (a SIGKILL, or a write whose answer never came), by invariant.
 #[derive(Default, Debug)]
 pub struct Unverifiable {
     /// Stored rounds without their leader's commit line.
     pub commit_lines: Vec<u64>,
-    /// Stored rounds with a counted reading whose log line is missing.
+    /// Stored rounds with a counted reading its sensor did not log (killed, or answer lost).
     pub readings: Vec<u64>,
 }
 

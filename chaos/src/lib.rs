@@ -64,7 +64,7 @@ pub struct Report {
     pub uncovered: Vec<String>,
     /// Invariants.
     pub verdicts: Vec<Verdict>,
-    /// Rounds whose evidence a SIGKILL destroyed.
+    /// Rounds whose evidence was lost (SIGKILL, lost answer).
     pub unverifiable: Unverifiable,
     /// Rounds stored.
     pub rounds: usize,
