@@ -352,9 +352,9 @@ pub async fn lead_rounds(
             _ => now,
         };
         match one_round(ctx, leader, opened).await {
-            Ok((result, closed)) => {
+            Ok((_, closed)) => {
+                // `one_round` logged the commit.
                 last_close = Some(closed);
-                tracing::info!(node = %ctx.id, role = "leader", round = result.round, value = result.value, samples = result.samples, fencing = result.fencing, "round committed");
                 committed.notify_one();
             }
             Err(ZkError::LeadershipLost) => return LeadEnd::Lost,
@@ -469,37 +469,62 @@ async fn one_round(
         reason: e.to_string(),
     })?;
     zk::ensure_path(&client, layout::OUTBOX).await?;
-    let mut txn = client.new_multi_writer();
-    let bad = |e| ZkError::zk("multi", layout::ROUNDS, e);
-    txn.add_check_version(leader.guard_path(), 0).map_err(bad)?;
-    txn.add_create(&layout::outbox_entry(round), &data, &zk::persistent())
-        .map_err(bad)?;
-    match state.version {
-        Some(v) => txn
-            .add_set_data(layout::ROUNDS_LAST, round.to_string().as_bytes(), Some(v))
-            .map_err(bad)?,
-        None => txn
-            .add_create(
-                layout::ROUNDS_LAST,
-                round.to_string().as_bytes(),
-                &zk::persistent(),
-            )
-            .map_err(bad)?,
-    }
-    txn.add_delete(layout::BARRIER, None).map_err(bad)?;
-    match txn.commit().await {
-        Ok(_) => {
-            tracing::debug!(node = %ctx.id, round, barrier, since = state.closed_at, included = ?ids, "round readings averaged");
-            Ok((result, close_at))
+    // The commit and its log lines run in a task of their own: a leader told to stop
+    // (SIGTERM: the campaign loop drops this future to resign) while the transaction is on
+    // the wire must still report a commit that ZooKeeper applied. Resigning deletes the
+    // election znode after it on the same session, so the commit's answer arrives first.
+    let guard = leader.guard_path().to_string();
+    let included: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    let values: Vec<f64> = readings.iter().map(|(_, v)| *v).collect();
+    let (id, since, version, logged) = (
+        ctx.id.clone(),
+        state.closed_at,
+        state.version,
+        result.clone(),
+    );
+    let commit = tokio::spawn(async move {
+        let mut txn = client.new_multi_writer();
+        let bad = |e| ZkError::zk("multi", layout::ROUNDS, e);
+        txn.add_check_version(&guard, 0).map_err(bad)?;
+        txn.add_create(&layout::outbox_entry(round), &data, &zk::persistent())
+            .map_err(bad)?;
+        match version {
+            Some(v) => txn
+                .add_set_data(layout::ROUNDS_LAST, round.to_string().as_bytes(), Some(v))
+                .map_err(bad)?,
+            None => txn
+                .add_create(
+                    layout::ROUNDS_LAST,
+                    round.to_string().as_bytes(),
+                    &zk::persistent(),
+                )
+                .map_err(bad)?,
         }
-        Err(zkc::MultiWriteError::RequestFailed { source })
-            if zk::session::is_transient(&source) =>
-        {
-            // Outcome unknown. If it did commit, /rounds/last says so; the next pass (ours or
-            // the next leader's) continues from whatever ZooKeeper holds.
-            Err(ZkError::zk("multi", layout::ROUNDS, source))
+        txn.add_delete(layout::BARRIER, None).map_err(bad)?;
+        // Logged before the answer: if it is lost (connection loss, SIGKILL), whoever reads
+        // the logs can still tell what this leader tried to commit.
+        tracing::debug!(node = %id, round, barrier, since, value = logged.value, samples = logged.samples, fencing = logged.fencing, included = ?included, values = ?values, "round commit sent");
+        match txn.commit().await {
+            Ok(_) => {
+                tracing::debug!(node = %id, round, barrier, since, included = ?included, values = ?values, "round readings averaged");
+                tracing::info!(node = %id, role = "leader", round, value = logged.value, samples = logged.samples, fencing = logged.fencing, "round committed");
+                Ok(())
+            }
+            Err(zkc::MultiWriteError::RequestFailed { source })
+                if zk::session::is_transient(&source) =>
+            {
+                // Outcome unknown. If it did commit, /rounds/last says so; the next pass (ours
+                // or the next leader's) continues from whatever ZooKeeper holds.
+                Err(ZkError::zk("multi", layout::ROUNDS, source))
+            }
+            Err(e) => Err(multi_error(layout::ROUNDS, e)),
         }
-        Err(e) => Err(multi_error(layout::ROUNDS, e)),
+    });
+    match commit.await {
+        Ok(Ok(())) => Ok((result, close_at)),
+        Ok(Err(e)) => Err(e),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(ZkError::Closed), // the runtime is shutting down
     }
 }
 
