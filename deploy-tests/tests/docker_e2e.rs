@@ -88,6 +88,7 @@ fn docker_compose_end_to_end() {
             before: before_images,
         };
         let build = single.build();
+        keep_build_cache();
         figures.build_s = build.as_secs_f64();
         figures.image_mb = single.image_size() as f64 / 1e6;
         println!(
@@ -349,6 +350,37 @@ fn node_service(stack: &Stack, id: &str) -> String {
         .name
 }
 
+/// Tag under which the Dockerfile's `build` stage (toolchain, compiled dependencies, last
+/// build) is kept between runs, so the next run recompiles only what changed.
+const BUILD_CACHE: &str = "zk-sensors-e2e-cache:build";
+
+/// Whether to keep [`BUILD_CACHE`] (default yes; `E2E_KEEP_BUILD_CACHE=0` removes it).
+fn keep_cache_wanted() -> bool {
+    std::env::var("E2E_KEEP_BUILD_CACHE")
+        .map(|v| v != "0")
+        .unwrap_or(true)
+}
+
+/// Tags the `build` stage just built (every step is cached, so this only names it) and
+/// removes the previous run's one when it differs, with the layers only it used.
+fn keep_build_cache() {
+    let old = image_exists(BUILD_CACHE)
+        .then(|| docker(&["image", "inspect", "-f", "{{.Id}}", BUILD_CACHE]));
+    let out = run(std::process::Command::new("docker")
+        .args(["build", "-q", "--target", "build", "-t", BUILD_CACHE, "."])
+        .current_dir(repo_root())
+        .env("DOCKER_BUILDKIT", "0"));
+    assert!(
+        out.status.success(),
+        "tagging the build stage: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new = docker(&["image", "inspect", "-f", "{{.Id}}", BUILD_CACHE]);
+    if let Some(old) = old.filter(|o| *o != new) {
+        let _ = run(std::process::Command::new("docker").args(["rmi", &old]));
+    }
+}
+
 /// Every image id in the engine (with intermediate ones), to remove what the build added.
 fn all_image_ids() -> BTreeSet<String> {
     docker(&["image", "ls", "-a", "-q", "--no-trunc"])
@@ -359,7 +391,7 @@ fn all_image_ids() -> BTreeSet<String> {
 
 /// Our image for this run; on drop it and the build's intermediate images (the classic
 /// builder keeps every step as an untagged image) are removed. Images that existed before
-/// the build, and anything tagged (the stand-ins), are left alone.
+/// the build, and anything tagged (the stand-ins, [`BUILD_CACHE`]), are left alone.
 struct OurImage {
     tag: String,
     before: BTreeSet<String>,
@@ -367,6 +399,9 @@ struct OurImage {
 
 impl Drop for OurImage {
     fn drop(&mut self) {
+        if !keep_cache_wanted() && image_exists(BUILD_CACHE) {
+            let _ = run(std::process::Command::new("docker").args(["rmi", BUILD_CACHE]));
+        }
         if image_exists(&self.tag) {
             let out = run(std::process::Command::new("docker").args(["rmi", "-f", &self.tag]));
             if !out.status.success() {
