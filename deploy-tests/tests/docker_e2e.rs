@@ -110,14 +110,15 @@ fn docker_compose_end_to_end() {
 fn single_file_checks(stack: &mut Stack, figures: &mut Figures) {
     let up = Instant::now();
     stack.up();
-    stack.wait_healthy(&stack.services.clone(), HEALTHY_WITHIN);
-    let healthy = up.elapsed();
-    stack.wait_round("first stored average", ROUND_WITHIN, |_| true);
+    // `up` returns once the services the nodes depend on are healthy and every container
+    // started; the first average can come before the nodes' own (15 s) healthchecks pass.
+    stack.wait_round("first stored average", HEALTHY_WITHIN, |_| true);
     figures.single_first_avg_s = up.elapsed().as_secs_f64();
+    stack.wait_healthy(&stack.services.clone(), HEALTHY_WITHIN);
     println!(
-        "single: every service healthy {:.0} s after `up`, first stored average after {:.0} s",
-        healthy.as_secs_f64(),
-        figures.single_first_avg_s
+        "single: first stored average {:.0} s after `up`, every service healthy after {:.0} s",
+        figures.single_first_avg_s,
+        up.elapsed().as_secs_f64()
     );
 
     // The dashboard service is another issue; check it once the file has it.
@@ -173,7 +174,7 @@ fn single_file_checks(stack: &mut Stack, figures: &mut Figures) {
 
     // down + up: the Redis volume keeps the history.
     let before = stack.rounds();
-    stack.compose(&["down", "-t", "10"]);
+    stack.down_keeping_named_volumes();
     assert!(
         stack.container("api").is_empty(),
         "down removed the containers"
@@ -201,12 +202,13 @@ fn single_file_checks(stack: &mut Stack, figures: &mut Figures) {
 fn cluster_checks(stack: &mut Stack, figures: &mut Figures) {
     let up = Instant::now();
     stack.up();
-    stack.wait_healthy(&stack.services.clone(), HEALTHY_WITHIN);
-    stack.wait_round("first stored average", ROUND_WITHIN, |_| true);
+    stack.wait_round("first stored average", HEALTHY_WITHIN, |_| true);
     figures.cluster_first_avg_s = up.elapsed().as_secs_f64();
+    stack.wait_healthy(&stack.services.clone(), HEALTHY_WITHIN);
     println!(
-        "cluster: first stored average {:.0} s after `up`",
-        figures.cluster_first_avg_s
+        "cluster: first stored average {:.0} s after `up`, every service healthy after {:.0} s",
+        figures.cluster_first_avg_s,
+        up.elapsed().as_secs_f64()
     );
 
     // zookeeper2 stopped: its name no longer resolves; the averages go on.

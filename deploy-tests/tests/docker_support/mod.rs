@@ -160,19 +160,35 @@ pub fn standin_kind(image: &str) -> Option<&'static str> {
 pub fn ensure_standins(images: &[String]) -> Duration {
     let started = Instant::now();
     let script = repo_root().join("deploy-tests/images/standin.sh");
-    // The Dockerfile's runtime base first: the other stand-ins are made from it.
-    let mut ordered: Vec<&String> = images.iter().collect();
-    ordered.sort_by_key(|i| standin_kind(i) != Some("debian"));
-    for image in ordered {
-        if image_exists(image) {
-            continue;
-        }
-        let kind = standin_kind(image)
-            .unwrap_or_else(|| panic!("{image} is missing and there is no stand-in builder for it (no registry to pull from)"));
-        let status = Command::new(&script)
+    let missing: Vec<(&str, &String)> = images
+        .iter()
+        .filter(|i| !image_exists(i))
+        .map(|i| {
+            let kind = standin_kind(i).unwrap_or_else(|| {
+                panic!("{i} is missing and there is no stand-in builder for it (no registry to pull from)")
+            });
+            (kind, i)
+        })
+        .collect();
+    let build = |kind: &str, image: &str| {
+        Command::new(&script)
             .args([kind, image])
-            .status()
-            .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", script.display()))
+    };
+    // The Dockerfile's runtime base first (the others are made from it), then the others
+    // at once: mostly downloads and unpacking, not CPU.
+    for (kind, image) in missing.iter().filter(|(k, _)| *k == "debian") {
+        let status = build(kind, image).wait().expect("wait for standin.sh");
+        assert!(status.success(), "building the stand-in {image} failed");
+    }
+    let children: Vec<_> = missing
+        .iter()
+        .filter(|(k, _)| *k != "debian")
+        .map(|(kind, image)| (image, build(kind, image)))
+        .collect();
+    for (image, mut child) in children {
+        let status = child.wait().expect("wait for standin.sh");
         assert!(status.success(), "building the stand-in {image} failed");
     }
     started.elapsed()
@@ -344,6 +360,42 @@ impl Stack {
         let mut args = vec!["up", "-d", "--no-build"];
         args.extend(self.services.iter().map(String::as_str));
         self.compose(&args);
+    }
+
+    /// `down` that keeps the file's named volumes (the point of the check) but removes the
+    /// anonymous ones the images declare (e.g. ZooKeeper's `/logs`), which nothing reuses.
+    pub fn down_keeping_named_volumes(&self) {
+        let anonymous: Vec<String> = self
+            .services
+            .iter()
+            .map(|s| self.container(s))
+            .filter(|id| !id.is_empty())
+            .flat_map(|id| {
+                docker(&[
+                    "inspect",
+                    "-f",
+                    "{{range .Mounts}}{{if eq .Type \"volume\"}}{{.Name}} {{end}}{{end}}",
+                    &id,
+                ])
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+            })
+            .filter(|v| {
+                docker(&[
+                    "volume",
+                    "inspect",
+                    "-f",
+                    "{{index .Labels \"com.docker.compose.project\"}}",
+                    v,
+                ])
+                .is_empty()
+            })
+            .collect();
+        self.compose(&["down", "-t", "10"]);
+        for v in anonymous {
+            let _ = run(Command::new("docker").args(["volume", "rm", &v]));
+        }
     }
 
     /// The container id of `service` (empty when it has none).
