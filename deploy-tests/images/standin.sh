@@ -116,6 +116,8 @@ case "$kind" in
   zookeeper)
     # libzookeeper-java is the jar of Debian's `zookeeper` package without its desktop Java
     # dependency (default-jre); the server runs on the headless JRE.
+    # Java's post-install links its man pages into man1, which the slim dpkg config leaves out.
+    mkdir -p "$root/usr/share/man/man1"
     apt_install openjdk-17-jre-headless libzookeeper-java libslf4j-java netcat-openbsd
     chroot "$root" useradd --system --uid 1000 --user-group --home-dir /data \
       --shell /usr/sbin/nologin zookeeper
