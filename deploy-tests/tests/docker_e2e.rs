@@ -159,7 +159,8 @@ fn single_file_checks(stack: &mut Stack, figures: &mut Figures) {
         "{rows} rows for {} stored averages",
         rounds.len()
     );
-    for r in &rounds {
+    // The newest rounds are on the first page.
+    for r in rounds.iter().rev().take(40) {
         assert!(
             dom.contains(&format!("title=\"{}\"", r.leader)),
             "leader {} in the page",
