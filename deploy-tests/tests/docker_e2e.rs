@@ -60,8 +60,9 @@ fn docker_compose_end_to_end() {
         let vars = testkit::compose::read_env_file(&repo_root().join(".env.example"))
             .expect(".env.example");
         let parsed = testkit::compose::ComposeFile::load(&file, &vars).expect("compose file");
+        let ours = our_service_names(&parsed);
         for s in parsed.services().expect("services") {
-            if s.built_here || NO_STANDIN.contains(&s.name.as_str()) {
+            if ours.contains(&s.name) || NO_STANDIN.contains(&s.name.as_str()) {
                 continue;
             }
             let image = s.image.unwrap_or_else(|| panic!("{}: no image", s.name));
@@ -345,7 +346,7 @@ fn current_leader(stack: &Stack) -> String {
 fn node_service(stack: &Stack, id: &str) -> String {
     stack
         .parsed
-        .our_services()
+        .services()
         .expect("services")
         .into_iter()
         .find(|s| s.environment.get("NODE_ID").map(String::as_str) == Some(id))

@@ -143,6 +143,22 @@ pub fn dockerfile_bases(dockerfile: &str) -> Vec<String> {
     bases
 }
 
+/// The services that run our image: those built from the Dockerfile (`build:`) and those
+/// that only name the image such a service builds (e.g. nodes reusing the api's build).
+pub fn our_service_names(file: &ComposeFile) -> Vec<String> {
+    let services = file.services().expect("services");
+    let built: Vec<String> = services
+        .iter()
+        .filter(|s| s.built_here)
+        .filter_map(|s| s.image.clone())
+        .collect();
+    services
+        .into_iter()
+        .filter(|s| s.built_here || s.image.as_ref().is_some_and(|i| built.contains(i)))
+        .map(|s| s.name)
+        .collect()
+}
+
 /// Which stand-in builder makes `image` (by repository name), if any.
 pub fn standin_kind(image: &str) -> Option<&'static str> {
     let repo = image.split(':').next().unwrap_or(image);
@@ -275,8 +291,8 @@ impl Stack {
         // Test-only override: our services use this run's image tag, so a user's
         // zk-sensors:local is never replaced or removed.
         let mut over = String::from("# Test-only override (Docker end-to-end test).\nservices:\n");
-        for s in parsed.our_services().expect("services") {
-            over.push_str(&format!("  {}:\n    image: {our_image}\n", s.name));
+        for name in our_service_names(&parsed) {
+            over.push_str(&format!("  {name}:\n    image: {our_image}\n"));
         }
         std::fs::write(dir.path().join("override.yml"), over).expect("write override");
         Stack {
