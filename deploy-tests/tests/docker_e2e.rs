@@ -471,3 +471,63 @@ impl Figures {
         println!("whole test: {:.0} s", self.total_s);
     }
 }
+
+/// The harness reads the real files: the Dockerfile's bases (ARG default substituted, stage
+/// names skipped) and which services run our image. Runs without an engine.
+#[test]
+fn harness_reads_the_real_files() {
+    let dockerfile =
+        std::fs::read_to_string(repo_root().join("Dockerfile")).expect("read Dockerfile");
+    let bases = dockerfile_bases(&dockerfile);
+    assert!(
+        bases
+            .iter()
+            .any(|b| b.starts_with("rust:") && !b.contains('$')),
+        "{bases:?}"
+    );
+    assert!(
+        bases.contains(&"debian:bookworm-slim".to_string()),
+        "{bases:?}"
+    );
+    assert!(bases.iter().all(|b| standin_kind(b).is_some()), "{bases:?}");
+    let vars = testkit::compose::read_env_file(&repo_root().join(".env.example")).expect("env");
+    for file in compose_files() {
+        let parsed = testkit::compose::ComposeFile::load(&file, &vars).expect("compose file");
+        let ours = our_service_names(&parsed);
+        for name in ["api", "node1", "node2", "node3"] {
+            assert!(
+                ours.iter().any(|o| o == name),
+                "{}: {ours:?}",
+                file.display()
+            );
+        }
+        for s in parsed.services().expect("services") {
+            if !ours.contains(&s.name) && !NO_STANDIN.contains(&s.name.as_str()) {
+                let image = s.image.expect("image");
+                assert!(standin_kind(&image).is_some(), "no stand-in for {image}");
+            }
+        }
+    }
+}
+
+#[test]
+fn stored_rounds_must_be_one_to_n_each_once() {
+    let r = |round| Round {
+        round,
+        leader: "n1".into(),
+        taken_at_ms: 0,
+    };
+    assert!(contiguity_problems(&[r(1), r(2), r(3)]).is_empty());
+    assert_eq!(
+        contiguity_problems(&[r(1), r(3)]),
+        vec!["rounds missing: [2]".to_string()]
+    );
+    assert_eq!(
+        contiguity_problems(&[r(1), r(2), r(2)]),
+        vec!["round 2 stored 2 times".to_string()]
+    );
+    assert_eq!(
+        contiguity_problems(&[]),
+        vec!["no rounds stored".to_string()]
+    );
+}
