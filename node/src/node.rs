@@ -73,6 +73,45 @@ pub async fn run(
     Ok(())
 }
 
+/// Runs `n` independent sensors `<id>-1 ..= <id>-n` in this process until `shutdown`
+/// resolves (`--virtual N`). Each is a whole [`run`]: its own session, reading, election
+/// contender and delivery, so ZooKeeper sees `n` real clients. Starts are spread over up to
+/// one second so `n` sessions do not connect in one burst; shutdown stops them all together.
+pub async fn run_virtual(
+    settings: NodeConfig,
+    n: u32,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    tracing::info!(node = %settings.id, sensors = n, hosts = %settings.zk, "virtual fleet starting");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let spread = Duration::from_secs(1) / n.max(1);
+    let mut fleet = tokio::task::JoinSet::new();
+    for k in 1..=n {
+        let mut one = settings.clone();
+        one.id = format!("{}-{k}", settings.id);
+        one.virtual_sensors = None;
+        let mut stop = stop_rx.clone();
+        let delay = spread * (k - 1);
+        fleet.spawn(async move {
+            tokio::time::sleep(delay).await;
+            run(one, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        });
+    }
+    shutdown.await;
+    tracing::info!(node = %settings.id, sensors = n, "virtual fleet shutting down");
+    stop_tx.send_replace(true);
+    let mut first_error = None;
+    while let Some(done) = fleet.join_next().await {
+        if let Ok(Err(e)) = done {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
 /// The sampling period as its own channel (the leader only needs that field).
 fn period_of(mut live: watch::Receiver<LiveConfig>) -> watch::Receiver<Duration> {
     let (tx, rx) = watch::channel(live.borrow_and_update().sampling_period);

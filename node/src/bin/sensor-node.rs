@@ -19,7 +19,10 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", config.render());
         return Ok(());
     }
-    sensor_node::node::run(config, shutdown_signal()).await?;
+    match config.virtual_sensors {
+        Some(n) => sensor_node::node::run_virtual(config, n, shutdown_signal()).await?,
+        None => sensor_node::node::run(config, shutdown_signal()).await?,
+    }
     Ok(())
 }
 
