@@ -63,9 +63,10 @@ pub async fn run(
     resign_tx.send_replace(true);
     // The campaign loop resigns (deletes its election znode) before returning.
     let _ = tokio::time::timeout(Duration::from_secs(3), campaign).await;
-    // Let a reading in progress be published and counted, then stop the sensor.
+    // Let a reading in progress be published and counted, then stop the sensor (counting
+    // may wait out a contended /counter: see round::run_sensor).
     stop_sensor.send_replace(true);
-    let _ = tokio::time::timeout(Duration::from_secs(2), sensor).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), sensor).await;
     session.close();
     // Give the close request a moment to reach ZooKeeper.
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -213,6 +213,7 @@ pub async fn measure(
     let rss: u64 = pids.iter().filter_map(|p| rss_kib(*p)).sum();
     let load = load_avg();
 
+    // Per-round figures over a window without rounds are per "one round" (a lower bound).
     let rounds = (r1 - r0).max(1) as f64;
     let window: Vec<(u64, u64)> = receiver.snapshot(|r| {
         r.by_round
@@ -225,8 +226,14 @@ pub async fn measure(
         .iter()
         .map(|(_, s)| *s as f64 / live as f64)
         .collect();
-    let mean_fill = fills.iter().sum::<f64>() / fills.len().max(1) as f64;
-    let min_fill = fills.iter().copied().fold(f64::INFINITY, f64::min);
+    let (mean_fill, min_fill) = if fills.is_empty() {
+        (f64::NAN, f64::NAN) // no round in the window
+    } else {
+        (
+            fills.iter().sum::<f64>() / fills.len() as f64,
+            fills.iter().copied().fold(f64::INFINITY, f64::min),
+        )
+    };
 
     // The leader's "round committed" lines for the window's rounds.
     let (mut read, mut commit, mut delivered) = (Vec::new(), Vec::new(), Vec::new());

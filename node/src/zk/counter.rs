@@ -34,6 +34,7 @@ pub struct Counter {
     session: Session,
     path: String,
     marker: Arc<tokio::sync::Mutex<Marker>>,
+    max_backoff: Duration,
 }
 
 /// This handle's marker znode in one session, and the next attempt number.
@@ -85,7 +86,17 @@ impl Counter {
             session,
             path: path.into(),
             marker: Arc::new(tokio::sync::Mutex::new(Marker::default())),
+            max_backoff: Duration::from_millis(100),
         }
+    }
+
+    /// The same counter with another cap on the jittered back-off after a version conflict
+    /// (default 100 ms). With many writers on the one znode every failed attempt is still a
+    /// replicated, logged transaction: writers that are not in a hurry (the sensors' counting,
+    /// which is off their critical path) should back off further to leave room.
+    pub fn with_max_backoff(mut self, max: Duration) -> Self {
+        self.max_backoff = max.max(Duration::from_millis(5));
+        self
     }
 
     /// The current value (0 if the znode is missing or empty).
@@ -161,7 +172,7 @@ impl Counter {
                     // Contention: jitter a little so N clients do not collide in lockstep.
                     let jitter = rand::random_range(0..=backoff.as_millis() as u64);
                     tokio::time::sleep(Duration::from_millis(jitter)).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(100));
+                    backoff = (backoff * 2).min(self.max_backoff);
                 }
                 Ok(Attempt::MarkerStale) => {
                     if let Ok(Some(seen)) = self.read_marker(&client, &mut marker).await {
