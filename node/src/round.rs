@@ -162,28 +162,40 @@ pub async fn run_sensor(session: Session, id: String, stop: watch::Receiver<bool
 /// znode at the same instant, and each failed compare-and-set is still a replicated, logged
 /// transaction (measured: ~7 failed attempts per increment at 100 sensors, ~13 at 300). So
 /// the increment is not awaited before the next round: a background task starts it after a
-/// random delay of up to [`TALLY_SPREAD`] (decorrelating the fleet), backs off up to
-/// [`TALLY_MAX_BACKOFF`] on conflicts, and adds every reading published meanwhile in one
+/// random delay of up to [`TALLY_SPREAD`] (decorrelating the fleet), backs off from
+/// [`TALLY_MIN_BACKOFF`] up to [`TALLY_MAX_BACKOFF`] on conflicts, and adds every reading published meanwhile in one
 /// increment. Still exactly once per reading ([`Counter::add`]); `/counter` may lag the
 /// readings by a few hundred milliseconds. [`Tally::finish`] waits until all is counted.
 struct Tally {
     tx: tokio::sync::mpsc::UnboundedSender<()>,
+    /// Cuts the random delay short when the sensor stops.
+    flush: std::sync::Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
 /// Longest random delay before a sensor's increment (see [`Tally`]).
-pub const TALLY_SPREAD: Duration = Duration::from_millis(200);
+pub const TALLY_SPREAD: Duration = Duration::from_millis(1000);
+/// First back-off of a sensor's increment after a version conflict (see [`Tally`]).
+pub const TALLY_MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// Back-off cap of a sensor's increment after version conflicts (see [`Tally`]).
-pub const TALLY_MAX_BACKOFF: Duration = Duration::from_millis(500);
+pub const TALLY_MAX_BACKOFF: Duration = Duration::from_millis(2000);
 
 impl Tally {
     fn start(counter: Counter, id: String) -> Tally {
-        let counter = counter.with_max_backoff(TALLY_MAX_BACKOFF);
+        let counter = counter.with_backoff(TALLY_MIN_BACKOFF, TALLY_MAX_BACKOFF);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let flush = std::sync::Arc::new(tokio::sync::Notify::new());
+        let flushing = flush.clone();
         let task = tokio::spawn(async move {
+            let mut stopping = false;
             while rx.recv().await.is_some() {
-                let spread = rand::rng().random_range(0..=TALLY_SPREAD.as_millis() as u64);
-                tokio::time::sleep(Duration::from_millis(spread)).await;
+                if !stopping {
+                    let spread = rand::rng().random_range(0..=TALLY_SPREAD.as_millis() as u64);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(spread)) => {}
+                        _ = flushing.notified() => stopping = true,
+                    }
+                }
                 let mut readings = 1;
                 while rx.try_recv().is_ok() {
                     readings += 1;
@@ -197,7 +209,7 @@ impl Tally {
                 }
             }
         });
-        Tally { tx, task }
+        Tally { tx, flush, task }
     }
 
     /// One more reading published.
@@ -208,17 +220,13 @@ impl Tally {
     /// Waits until every reading handed to [`Tally::count`] is in `/counter` (or the session
     /// closed).
     async fn finish(self) {
+        self.flush.notify_one();
         drop(self.tx);
         let _ = self.task.await;
     }
 }
 
-async fn sensor_loop(
-    session: &Session,
-    id: &str,
-    mut stop: watch::Receiver<bool>,
-    tally: &Tally,
-) {
+async fn sensor_loop(session: &Session, id: &str, mut stop: watch::Receiver<bool>, tally: &Tally) {
     let barrier = Barrier::new(session.clone(), layout::BARRIER);
     let mut last_barrier: Option<i64> = None;
     loop {
