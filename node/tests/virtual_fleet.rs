@@ -7,14 +7,24 @@ use std::time::Duration;
 use common::{NodeOpts, Receiver};
 use sensor_node::zk::{Counter, Session, SessionConfig};
 
-const N: usize = 20;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_virtual_fleet_of_20_in_one_process_averages_all_20_each_round_and_counts_exactly() {
+    fleet_rounds_average_everyone_and_count_exactly(20).await;
+}
+
+/// 100 sensors racing for `/counter` right after each barrier: before the sensors counted
+/// off their critical path, some of them were still retrying the counter when the next
+/// barrier came and missed rounds (measured: worst round 95 of 100, and 12 % at 300).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_100_sensors_contending_for_the_counter_no_sensor_misses_a_round() {
+    fleet_rounds_average_everyone_and_count_exactly(100).await;
+}
+
+async fn fleet_rounds_average_everyone_and_count_exactly(n: usize) {
     let zk = format!(
         "{}{}",
         testkit::shared_zk().connect_string(),
-        testkit::unique_chroot("virtual")
+        testkit::unique_chroot(&format!("virtual{n}"))
     );
     let receiver = Receiver::start().await;
     let mut opts = NodeOpts::new(&zk, Some(&receiver.url()));
@@ -22,7 +32,7 @@ async fn a_virtual_fleet_of_20_in_one_process_averages_all_20_each_round_and_cou
     opts.period = "1".into();
     opts.session_timeout_ms = 10_000;
     opts.extra_env
-        .push(("VIRTUAL_SENSORS".to_string(), N.to_string()));
+        .push(("VIRTUAL_SENSORS".to_string(), n.to_string()));
     let mut node = common::spawn("v", &opts);
 
     // Every sensor is live under its own id, in its own session.
@@ -34,13 +44,13 @@ async fn a_virtual_fleet_of_20_in_one_process_averages_all_20_each_round_and_cou
     let all_live = testkit::wait_until_async(Duration::from_secs(60), || async {
         c.list_children("/mediciones")
             .await
-            .is_ok_and(|names| names.len() == N)
+            .is_ok_and(|names| names.len() == n)
     })
     .await;
-    assert!(all_live, "20 readings never live\n{}", node.tail());
+    assert!(all_live, "{n} readings never live\n{}", node.tail());
     let mut names = c.list_children("/mediciones").await.expect("list");
     names.sort();
-    let mut expected: Vec<String> = (1..=N).map(|k| format!("v-{k}")).collect();
+    let mut expected: Vec<String> = (1..=n).map(|k| format!("v-{k}")).collect();
     expected.sort();
     assert_eq!(names, expected, "ids are <NODE_ID>-<k>");
     let mut owners = std::collections::HashSet::new();
@@ -52,7 +62,7 @@ async fn a_virtual_fleet_of_20_in_one_process_averages_all_20_each_round_and_cou
             .expect("exists");
         owners.insert(stat.ephemeral_owner);
     }
-    assert_eq!(owners.len(), N, "each sensor has its own session");
+    assert_eq!(owners.len(), n, "each sensor has its own session");
 
     // Once all are live, every round averages all of them.
     let first_full = receiver.last_round() + 2;
@@ -68,7 +78,7 @@ async fn a_virtual_fleet_of_20_in_one_process_averages_all_20_each_round_and_cou
         for v in &r.accepted {
             let round = v["round"].as_u64().expect("round");
             if round >= first_full {
-                assert_eq!(v["samples"], N, "round {round} averaged all 20: {v}");
+                assert_eq!(v["samples"], n, "round {round} averaged all {n}: {v}");
                 assert!(v["leader"].as_str().is_some_and(|l| l.starts_with("v-")));
             }
         }
@@ -84,7 +94,7 @@ async fn a_virtual_fleet_of_20_in_one_process_averages_all_20_each_round_and_cou
     receiver.assert_contiguous();
     // /counter equals the readings taken (all sensors log into the one process's log).
     let taken = node.events_named("reading taken").len() as i64;
-    assert!(taken >= (N * 5) as i64);
+    assert!(taken >= (n * 5) as i64);
     let counter = Counter::new(s.clone(), "/counter")
         .get()
         .await
