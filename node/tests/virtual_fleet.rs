@@ -108,3 +108,26 @@ async fn fleet_rounds_average_everyone_and_count_exactly(n: usize) {
         .is_empty());
     assert!(c.list_children("/election").await.expect("list").is_empty());
 }
+
+#[test]
+fn virtual_fleet_size_and_derived_ids_are_validated() {
+    use clap::Parser;
+    use sensor_node::config::NodeArgs;
+    let parse = |args: &[&str]| NodeArgs::try_parse_from(args);
+    let ok = parse(&["sensor-node", "--id", "v", "--virtual", "3"]).expect("valid");
+    assert_eq!(ok.virtual_sensors, Some(3));
+    assert_eq!(ok.resolve().expect("resolves").virtual_sensors, Some(3));
+    for bad in ["0", "-1", "5001", "many"] {
+        let e = parse(&["sensor-node", "--id", "v", "--virtual", bad])
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("virtual"), "{bad}: {e}");
+    }
+    // The longest derived id (<id>-<N>) must still be a valid znode name.
+    let long = "a".repeat(127);
+    let e = parse(&["sensor-node", "--id", &long, "--virtual", "5"])
+        .expect("parses")
+        .resolve()
+        .expect_err("derived id too long");
+    assert_eq!(e.field(), "id");
+}
