@@ -118,9 +118,7 @@ fn virtual_fleet_size_and_derived_ids_are_validated() {
     assert_eq!(ok.virtual_sensors, Some(3));
     assert_eq!(ok.resolve().expect("resolves").virtual_sensors, Some(3));
     for bad in ["0", "-1", "5001", "many"] {
-        let e = parse(&["sensor-node", "--id", "v", "--virtual", bad])
-            .err()
-            .expect("refused");
+        let e = parse(&["sensor-node", "--id", "v", "--virtual", bad]).expect_err("refused");
         assert!(e.to_string().contains("virtual"), "{bad}: {e}");
     }
     // The longest derived id (<id>-<N>) must still be a valid znode name.
