@@ -314,6 +314,25 @@ fn parse_conflicts_limit(raw: &str) -> Result<usize, ConfigError> {
     Ok(n)
 }
 
+/// Most sensors one `--virtual` process may run: each holds a session (a socket) and a few
+/// tasks; beyond this a typo (an extra zero) would exhaust file descriptors.
+pub const MAX_VIRTUAL_SENSORS: u32 = 5000;
+
+fn parse_virtual_sensors(raw: &str) -> Result<u32, ConfigError> {
+    let n: u32 = raw
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::invalid("virtual", raw, "not a positive integer"))?;
+    if !(1..=MAX_VIRTUAL_SENSORS).contains(&n) {
+        return Err(ConfigError::invalid(
+            "virtual",
+            raw,
+            format!("must be between 1 and {MAX_VIRTUAL_SENSORS}"),
+        ));
+    }
+    Ok(n)
+}
+
 fn parse_api_token(raw: &str) -> Result<String, ConfigError> {
     let token = raw.trim();
     if token.is_empty() || token.chars().any(|c| c.is_control() || c == ' ') {
@@ -452,6 +471,19 @@ pub struct NodeArgs {
     )]
     pub conflicts_limit: usize,
 
+    /// Virtual fleet: run N independent sensors in this process, ids <ID>-1 ..= <ID>-N,
+    /// each with its own ZooKeeper session, reading, election contender and delivery (a
+    /// load generator: the ZooKeeper side is real, the machine needs one process). 1..=5000.
+    /// [default: off, one sensor with id <ID>]
+    #[arg(
+        long = "virtual",
+        env = "VIRTUAL_SENSORS",
+        value_name = "N",
+        allow_negative_numbers = true,
+        value_parser = parse_virtual_sensors
+    )]
+    pub virtual_sensors: Option<u32>,
+
     /// Log format on stderr (filter with RUST_LOG).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -472,6 +504,7 @@ impl fmt::Debug for NodeArgs {
             .field("session_timeout_ms", &self.session_timeout_ms)
             .field("outbox_limit", &self.outbox_limit)
             .field("conflicts_limit", &self.conflicts_limit)
+            .field("virtual_sensors", &self.virtual_sensors)
             .field("log_format", &self.log_format)
             .field("check_config", &self.check_config)
             .finish()
@@ -509,6 +542,9 @@ pub struct NodeConfig {
     pub outbox_limit: usize,
     /// Bound of /rounds/conflicts (rounds); the oldest are dropped beyond it.
     pub conflicts_limit: usize,
+
+    /// `Some(n)`: run a virtual fleet of `n` sensors `<id>-1 ..= <id>-n` in this process.
+    pub virtual_sensors: Option<u32>,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -534,6 +570,10 @@ impl NodeArgs {
                 (id, IdSource::Hostname)
             }
         };
+        if let Some(n) = self.virtual_sensors {
+            // The longest derived id must still be a valid znode name.
+            parse_node_id(&format!("{id}-{n}"))?;
+        }
         Ok(NodeConfig {
             id,
             id_source,
@@ -544,6 +584,7 @@ impl NodeArgs {
             session_timeout: Duration::from_millis(self.session_timeout_ms),
             outbox_limit: self.outbox_limit,
             conflicts_limit: self.conflicts_limit,
+            virtual_sensors: self.virtual_sensors,
             log_format: self.log_format,
         })
     }
@@ -596,6 +637,11 @@ impl NodeConfig {
             ),
             ("outbox_limit", self.outbox_limit.to_string()),
             ("conflicts_limit", self.conflicts_limit.to_string()),
+            (
+                "virtual_sensors",
+                self.virtual_sensors
+                    .map_or_else(|| "<off>".to_string(), |n| n.to_string()),
+            ),
             ("log_format", self.log_format.to_string()),
         ];
         let mut out = String::new();
@@ -618,6 +664,7 @@ impl fmt::Debug for NodeConfig {
             .field("session_timeout", &self.session_timeout)
             .field("outbox_limit", &self.outbox_limit)
             .field("conflicts_limit", &self.conflicts_limit)
+            .field("virtual_sensors", &self.virtual_sensors)
             .field("log_format", &self.log_format)
             .finish()
     }

@@ -109,9 +109,10 @@ pub async fn run(
     resign_tx.send_replace(true);
     // The campaign loop resigns (deletes its election znode) before returning.
     let _ = tokio::time::timeout(Duration::from_secs(3), campaign).await;
-    // Let a reading in progress be published and counted, then stop the sensor.
+    // Let a reading in progress be published and counted, then stop the sensor (counting
+    // may wait out a contended /counter: see round::run_sensor).
     stop_sensor.send_replace(true);
-    let _ = tokio::time::timeout(Duration::from_secs(2), sensor).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), sensor).await;
     session.close();
     // Give the close request a moment to reach ZooKeeper.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -120,6 +121,45 @@ pub async fn run(
         Some(e) => Err(NodeError::IdInUse(e)),
         None => Ok(()),
     }
+}
+
+/// Runs `n` independent sensors `<id>-1 ..= <id>-n` in this process until `shutdown`
+/// resolves (`--virtual N`). Each is a whole [`run`]: its own session, reading, election
+/// contender and delivery, so ZooKeeper sees `n` real clients. Starts are spread over up to
+/// one second so `n` sessions do not connect in one burst; shutdown stops them all together.
+pub async fn run_virtual(
+    settings: NodeConfig,
+    n: u32,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    tracing::info!(node = %settings.id, sensors = n, hosts = %settings.zk, "virtual fleet starting");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let spread = Duration::from_secs(1) / n.max(1);
+    let mut fleet = tokio::task::JoinSet::new();
+    for k in 1..=n {
+        let mut one = settings.clone();
+        one.id = format!("{}-{k}", settings.id);
+        one.virtual_sensors = None;
+        let mut stop = stop_rx.clone();
+        let delay = spread * (k - 1);
+        fleet.spawn(async move {
+            tokio::time::sleep(delay).await;
+            run(one, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        });
+    }
+    shutdown.await;
+    tracing::info!(node = %settings.id, sensors = n, "virtual fleet shutting down");
+    stop_tx.send_replace(true);
+    let mut first_error = None;
+    while let Some(done) = fleet.join_next().await {
+        if let Ok(Err(e)) = done {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// The sampling period as its own channel (the leader only needs that field).

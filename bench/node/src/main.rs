@@ -1,18 +1,24 @@
 //! `bench-rounds`: measures the fleet on this machine and prints the figures.
 //!
-//! * steady state: rounds per minute and mean gap at period 1 s (N = 3 and N = 20), and
-//!   `/counter` growth per round (must be exactly N: the kazoo seed measured 3.02–3.09);
+//! * steady state ([`fleet`]), for each fleet given (default: 3 and 20 processes; `v1000` is
+//!   one `--virtual 1000` process): rounds per minute at period 1 s, readings per round
+//!   against live sensors, overhead beyond the period (read, commit, delivery), ZooKeeper
+//!   transactions and `/counter` growth per round (must be the readings: the kazoo seed
+//!   measured 3.02–3.09 at N = 3), CPU and memory per sensor;
 //! * failover: time from a leader's SIGKILL / SIGTERM to the next round delivered by the new
 //!   leader, with a 10 s session timeout (what the kazoo seed used; it measured 10.5–12.4 s
 //!   after SIGKILL);
-//! * RSS of a node process.
+//! * a markdown report and SVG chart of all of it (`--report FILE.md`).
 //!
 //! Not a test: it asserts nothing and is run on demand (`bench/node/run.sh`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use sensor_node::zk::{Counter, Session, SessionConfig};
+mod fleet;
+mod report;
+
+use fleet::Mode;
 use testkit::{Node, NodeOpts, Receiver, ZkServer};
 
 fn node_bin() -> anyhow::Result<PathBuf> {
@@ -29,14 +35,6 @@ fn node_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 fn opts(zk: &str, receiver: &Receiver, period: &str, timeout_ms: u64) -> NodeOpts {
     let mut o = NodeOpts::new(zk, Some(&receiver.url()));
     o.period = period.into();
@@ -44,75 +42,12 @@ fn opts(zk: &str, receiver: &Receiver, period: &str, timeout_ms: u64) -> NodeOpt
     o
 }
 
-async fn steady(
-    zk_server: &ZkServer,
-    bin: &std::path::Path,
-    n: usize,
-    secs: u64,
-) -> anyhow::Result<()> {
-    let zk = format!(
-        "{}{}",
-        zk_server.connect_string(),
-        testkit::unique_chroot(&format!("steady{n}"))
-    );
-    let receiver = Receiver::start().await;
-    let o = opts(&zk, &receiver, "1", 10_000);
-    let nodes: Vec<Node> = (1..=n)
-        .map(|i| Node::spawn(bin, &format!("n{i}"), &o))
-        .collect();
-    anyhow::ensure!(
-        receiver.wait_round(2, Duration::from_secs(60)).await,
-        "no rounds"
-    );
-    let session = Session::start(SessionConfig::new(zk.as_str(), Duration::from_secs(10)));
-    session.wait_connected_for(Duration::from_secs(10)).await?;
-    let counter = Counter::new(session.clone(), "/counter");
-    let (r0, c0) = (receiver.last_round(), counter.get().await?);
-    let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    let (r1, c1) = (receiver.last_round(), counter.get().await?);
-    let elapsed = t0.elapsed().as_secs_f64();
-    let rounds = (r1 - r0) as f64;
-    // Exactness: every delivered round averaged N readings, and /counter is N per
-    // committed round plus the readings of the round open right now (0..=N).
-    let samples_ok = receiver.snapshot(|r| r.accepted.iter().filter(|v| v["samples"] == n).count());
-    let delivered = receiver.snapshot(|r| r.accepted.len());
-    // Read /rounds/last, /counter, /rounds/last again: retry until no commit fell between.
-    let client = session.client()?;
-    let (committed, total) = loop {
-        let before = sensor_node::outbox::read_u64(&client, "/rounds/last")
-            .await?
-            .value;
-        let total = counter.get().await?;
-        let after = sensor_node::outbox::read_u64(&client, "/rounds/last")
-            .await?
-            .value;
-        if before == after {
-            break (before, total);
-        }
-    };
-    let open_round_readings = total - (n as i64) * committed as i64;
-    let rss: Vec<u64> = nodes.iter().filter_map(|n| rss_kib(n.proc.pid())).collect();
-    println!(
-        "steady N={n:<2} period=1s: {:.2} rounds/min, mean gap {:.3} s; {samples_ok}/{delivered} rounds averaged exactly {n} readings; /counter = {n} x {committed} committed + {open_round_readings} of the open round (window delta {} over {} rounds); node RSS {}-{} KiB",
-        rounds * 60.0 / elapsed,
-        elapsed / rounds,
-        c1 - c0,
-        r1 - r0,
-        rss.iter().min().copied().unwrap_or(0),
-        rss.iter().max().copied().unwrap_or(0),
-    );
-    receiver.assert_contiguous();
-    session.close();
-    Ok(())
-}
-
 async fn failover(
     zk_server: &ZkServer,
     bin: &std::path::Path,
     kill: bool,
     runs: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let zk = format!(
         "{}{}",
         zk_server.connect_string(),
@@ -156,27 +91,101 @@ async fn failover(
     receiver.assert_contiguous();
     let how = if kill { "SIGKILL" } else { "SIGTERM" };
     let fmt: Vec<String> = times.iter().map(|t| format!("{t:.2}")).collect();
-    println!(
+    let line = format!(
         "failover after leader {how} (session timeout 10 s, period 1 s): [{}] s to the next round delivered by the new leader",
         fmt.join(", ")
     );
-    Ok(())
+    println!("{line}");
+    Ok(line)
+}
+
+/// Command line: `[--quick] [--bin PATH] [--build LABEL] [--fleets p3,p20,v100,...]
+/// [--secs S] [--no-failover] [--report FILE.md]` (the SVG goes beside the report).
+struct Args {
+    quick: bool,
+    bin: Option<PathBuf>,
+    build: String,
+    fleets: Vec<(Mode, usize)>,
+    secs: Option<u64>,
+    failover: bool,
+    report: Option<PathBuf>,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        quick: false,
+        bin: None,
+        build: "this build".into(),
+        fleets: vec![(Mode::Processes, 3), (Mode::Processes, 20)],
+        secs: None,
+        failover: true,
+        report: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| anyhow::anyhow!("{a} needs a value"))
+        };
+        match a.as_str() {
+            "--quick" => args.quick = true,
+            "--no-failover" => args.failover = false,
+            "--bin" => args.bin = Some(PathBuf::from(value()?)),
+            "--build" => args.build = value()?,
+            "--secs" => args.secs = Some(value()?.parse()?),
+            "--report" => args.report = Some(PathBuf::from(value()?)),
+            "--fleets" => {
+                args.fleets = value()?
+                    .split(',')
+                    .map(|f| {
+                        let (mode, n) = match f.split_at_checked(1) {
+                            Some(("p", n)) => (Mode::Processes, n),
+                            Some(("v", n)) => (Mode::Virtual, n),
+                            _ => anyhow::bail!("fleet {f:?}: expected p<N> or v<N>"),
+                        };
+                        Ok((mode, n.parse()?))
+                    })
+                    .collect::<anyhow::Result<_>>()?
+            }
+            other => anyhow::bail!("unknown argument {other:?}"),
+        }
+    }
+    Ok(args)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let bin = node_bin()?;
+    let args = parse_args()?;
+    let bin = match &args.bin {
+        Some(b) => b.clone(),
+        None => node_bin()?,
+    };
     let zk = ZkServer::start()?;
     println!(
-        "ZooKeeper 3.8 standalone on {} (tickTime {} ms)",
+        "ZooKeeper 3.8 standalone on {} (tickTime {} ms); {}",
         zk.connect_string(),
-        testkit::TICK_MS
+        testkit::TICK_MS,
+        report::machine()
     );
-    let secs = if quick { 20 } else { 60 };
-    steady(&zk, &bin, 3, secs).await?;
-    steady(&zk, &bin, 20, secs / 2).await?;
-    failover(&zk, &bin, true, if quick { 1 } else { 3 }).await?;
-    failover(&zk, &bin, false, if quick { 1 } else { 3 }).await?;
+    let secs = args.secs.unwrap_or(if args.quick { 20 } else { 60 });
+    let mut rows = Vec::new();
+    for (mode, n) in &args.fleets {
+        let row = fleet::measure(&zk, &bin, &args.build, *mode, *n, secs).await?;
+        println!("{row:?}");
+        rows.push(row);
+    }
+    let mut lines = Vec::new();
+    if args.failover {
+        let runs = if args.quick { 1 } else { 3 };
+        lines.push(failover(&zk, &bin, true, runs).await?);
+        lines.push(failover(&zk, &bin, false, runs).await?);
+    }
+    let md = report::markdown(&rows, &lines);
+    println!("{md}");
+    if let Some(path) = &args.report {
+        std::fs::write(path, &md)?;
+        std::fs::write(path.with_extension("svg"), report::svg(&rows))?;
+        println!("wrote {} and its .svg", path.display());
+    }
     Ok(())
 }

@@ -19,7 +19,11 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", config.render());
         return Ok(());
     }
-    if let Err(e) = sensor_node::node::run(config, shutdown_signal()).await {
+    let run = match config.virtual_sensors {
+        Some(n) => sensor_node::node::run_virtual(config, n, shutdown_signal()).await,
+        None => sensor_node::node::run(config, shutdown_signal()).await,
+    };
+    if let Err(e) = run {
         // e.g. the node id is in use by another live process: exit 1, naming it.
         eprintln!("sensor-node: {e}");
         std::process::exit(1);

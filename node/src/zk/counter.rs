@@ -34,6 +34,8 @@ pub struct Counter {
     session: Session,
     path: String,
     marker: Arc<tokio::sync::Mutex<Marker>>,
+    min_backoff: Duration,
+    max_backoff: Duration,
 }
 
 /// This handle's marker znode in one session, and the next attempt number.
@@ -85,7 +87,20 @@ impl Counter {
             session,
             path: path.into(),
             marker: Arc::new(tokio::sync::Mutex::new(Marker::default())),
+            min_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(100),
         }
+    }
+
+    /// The same counter with another jittered back-off after a version conflict: the first
+    /// wait is up to `min`, doubling up to `max` (default 5 ms to 100 ms). With many writers
+    /// on the one znode every failed attempt is still a replicated, logged transaction:
+    /// writers that are not in a hurry (the sensors' counting, which is off their critical
+    /// path) should back off further to leave room.
+    pub fn with_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.min_backoff = min.max(Duration::from_millis(1));
+        self.max_backoff = max.max(self.min_backoff);
+        self
     }
 
     /// The current value (0 if the znode is missing or empty).
@@ -104,7 +119,7 @@ impl Counter {
     /// the session expired before the outcome could be read (see the module doc).
     pub async fn add(&self, delta: i64) -> Result<i64, ZkError> {
         let mut marker = self.marker.lock().await;
-        let mut backoff = Duration::from_millis(5);
+        let mut backoff = self.min_backoff;
         // Attempts whose answer was lost: (attempt number, value it would give). Every attempt
         // checks the marker version we last saw, so at most one of them can ever apply, and
         // only until one of ours succeeds or the marker shows which one did.
@@ -161,7 +176,7 @@ impl Counter {
                     // Contention: jitter a little so N clients do not collide in lockstep.
                     let jitter = rand::random_range(0..=backoff.as_millis() as u64);
                     tokio::time::sleep(Duration::from_millis(jitter)).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(100));
+                    backoff = (backoff * 2).min(self.max_backoff);
                 }
                 Ok(Attempt::MarkerStale) => {
                     if let Ok(Some(seen)) = self.read_marker(&client, &mut marker).await {
