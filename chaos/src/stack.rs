@@ -16,7 +16,7 @@ use testkit::{Partition, Proc, RedisServer, ZkEnsemble};
 /// Node ids are `n1`..`n5`.
 pub const NODES: usize = 5;
 /// API token shared by the API and the nodes (writes need it).
-const TOKEN: &str = "chaos-token";
+const TOKEN: &str = "chaos-token-0123456789";
 
 /// Timing of the stack, chosen for fast faults.
 #[derive(Clone, Copy, Debug)]
