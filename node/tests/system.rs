@@ -6,47 +6,15 @@
 //! `cargo build -p sensor-api`.
 
 mod common;
+mod real_api;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::{Node, NodeOpts};
+use real_api::spawn_api;
 use sensor_node::zk::{Session, SessionConfig};
 use serde_json::Value;
-use testkit::{Proc, RedisServer};
-
-struct Api {
-    proc: Proc,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-fn spawn_api(redis: &RedisServer, zk: &str, id: &str, token: &str) -> Api {
-    let bin = testkit::bin_path("sensor-api");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the workspace tests (`cargo test --workspace`) or `cargo build -p sensor-api` first",
-        bin.display()
-    );
-    let port = testkit::free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut cmd = Command::new(bin);
-    cmd.env_clear()
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-        .env("REDIS_URL", redis.url())
-        .env("API_TOKEN", token)
-        .env("ZOOKEEPER_HOSTS", zk)
-        .env("ADVERTISE_URL", &url)
-        .env("INSTANCE_ID", id)
-        .env("REDIS_TIMEOUT", "500ms");
-    let proc = Proc::spawn(id, cmd, &dir.path().join("api.log")).expect("spawn sensor-api");
-    Api {
-        proc,
-        url,
-        _dir: dir,
-    }
-}
+use testkit::RedisServer;
 
 async fn stored_rounds(http: &reqwest::Client, api: &str) -> Option<Vec<u64>> {
     let body: Value = http
@@ -98,8 +66,8 @@ async fn nodes_discover_apis_and_survive_redis_and_api_crashes_without_losing_a_
     );
     let mut redis = RedisServer::start().expect("redis");
     let token = "system-test-token";
-    let mut api_a = spawn_api(&redis, &zk, "api-a", token);
-    let api_b = spawn_api(&redis, &zk, "api-b", token);
+    let mut api_a = spawn_api(&redis, Some(&zk), "api-a", token);
+    let api_b = spawn_api(&redis, Some(&zk), "api-b", token);
     let mut opts = NodeOpts::new(&zk, None);
     opts.token = Some(token.to_string());
     let nodes: Vec<Node> = (1..=3)
