@@ -122,11 +122,34 @@ fn single_file_checks(stack: &mut Stack, figures: &mut Figures) {
         up.elapsed().as_secs_f64()
     );
 
-    // The dashboard service is another issue; check it once the file has it.
+    // The dashboard (a service in both files now; checked only where the file has it).
     if stack.services.iter().any(|s| s == "dashboard") {
-        let (code, _) = http("http://127.0.0.1:8081/", None);
-        assert_eq!(code, 200, "dashboard on 127.0.0.1:8081");
-        println!("single: dashboard answers on 8081");
+        // It shows the leader: the JSON state names one of our nodes, and so does the page.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let leader = loop {
+            let (code, body) = http("http://127.0.0.1:8081/api/v1/cluster", None);
+            let state: serde_json::Value =
+                serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+            if let Some(id) = state["cluster"]["leader"]["id"].as_str() {
+                break id.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dashboard on 127.0.0.1:8081 names no leader within 60 s (HTTP {code}): {body}"
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        };
+        assert!(
+            ["n1", "n2", "n3"].contains(&leader.as_str()),
+            "dashboard leader {leader:?} is not one of the nodes"
+        );
+        let (code, page) = http("http://127.0.0.1:8081/", None);
+        assert_eq!(code, 200, "dashboard page on 127.0.0.1:8081");
+        assert!(
+            page.contains(&format!("data-leader=\"{leader}\"")),
+            "the dashboard page shows leader {leader}"
+        );
+        println!("single: dashboard on 8081 shows leader {leader}");
     } else {
         println!(
             "single: no `dashboard` service in docker-compose.yml yet, its 8081 check skipped"
