@@ -6,8 +6,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::coord::{parse_api_url, parse_zk_hosts};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use crate::coord::{parse_api_url, parse_zk_hosts, LogFormat};
+use clap::{Args, Parser, Subcommand};
 
 /// Command line of the `sensor-dashboard` binary.
 #[derive(Debug, Parser)]
@@ -41,15 +41,6 @@ pub enum Command {
         #[arg(long, default_value = "3", value_parser = parse_seconds)]
         timeout: Duration,
     },
-}
-
-/// Log line format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Server settings.

@@ -3,7 +3,9 @@
 //! nodes' config validation. When these move to a shared coordination crate, only this
 //! file changes.
 
-pub use sensor_node::config::{parse_api_url, parse_zk_hosts, ConfigError};
+pub use sensor_node::config::{
+    init_tracing, parse_api_url, parse_zk_hosts, ConfigError, LogFormat,
+};
 pub use sensor_node::ctl::{self, ConfigEntry, ConfigKey, CtlError, ValueSource};
 pub use sensor_node::layout;
 pub use sensor_node::outbox::CONFLICTS;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use sensor_dashboard::config::{Cli, Command, Config, LogFormat};
-use tracing_subscriber::EnvFilter;
+use sensor_dashboard::config::{Cli, Command, Config};
+use sensor_dashboard::coord::init_tracing;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -65,21 +65,8 @@ async fn healthcheck(url: &str, timeout: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only for a terminal: log files and container logs stay plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 async fn serve(config: Config) -> anyhow::Result<()> {
-    init_logging(config.log_format);
+    init_tracing(config.log_format);
     let (session, app) = sensor_dashboard::start(&config);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
