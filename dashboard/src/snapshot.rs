@@ -265,26 +265,9 @@ pub async fn read_cluster(session: &Session, timeout: Duration) -> Result<Cluste
     Ok(assemble(status, extras))
 }
 
-async fn get_opt(
-    client: &zkc::Client,
-    path: &str,
-) -> Result<Option<(Vec<u8>, zkc::Stat)>, ZkError> {
-    match client.get_data(path).await {
-        Ok(v) => Ok(Some(v)),
-        Err(zkc::Error::NoNode) => Ok(None),
-        Err(e) => Err(ZkError::zk("get", path, e)),
-    }
-}
-
+/// A znode's children, sorted; none if it does not exist.
 async fn children(client: &zkc::Client, path: &str) -> Result<Vec<String>, ZkError> {
-    match client.list_children(path).await {
-        Ok(mut names) => {
-            names.sort();
-            Ok(names)
-        }
-        Err(zkc::Error::NoNode) => Ok(Vec::new()),
-        Err(e) => Err(ZkError::zk("list", path, e)),
-    }
+    Ok(zk::children_opt(client, path).await?.unwrap_or_default())
 }
 
 fn text(data: &[u8]) -> String {
@@ -302,14 +285,14 @@ async fn read_extras(client: &zkc::Client) -> Result<Extras, ZkError> {
     let mut leader = None;
     for (_, name) in contenders {
         let path = format!("{}/{name}", layout::ELECTION);
-        if let Some((data, stat)) = get_opt(client, &path).await? {
+        if let Some((data, stat)) = zk::get_opt(client, &path).await? {
             leader = Some((clip(&text(&data), MAX_ID), stat.czxid as u64, stat.ctime));
             break;
         }
     }
     let mut config = Vec::new();
     for key in ConfigKey::ALL {
-        let (stored, version) = match get_opt(client, key.znode()).await? {
+        let (stored, version) = match zk::get_opt(client, key.znode()).await? {
             Some((data, stat)) => (Some(clip(&text(&data), MAX_TEXT)), Some(stat.version)),
             None => (None, None),
         };
@@ -320,7 +303,7 @@ async fn read_extras(client: &zkc::Client) -> Result<Extras, ZkError> {
     for name in children(client, layout::SERVICES_API).await? {
         let path = format!("{}/{name}", layout::SERVICES_API);
         // An instance that leaves while we list is simply not shown.
-        if let Some((data, _)) = get_opt(client, &path).await? {
+        if let Some((data, _)) = zk::get_opt(client, &path).await? {
             api_instances.push(ApiInstance {
                 name: clip(&name, MAX_ID),
                 url: clip(&text(&data), MAX_TEXT),

@@ -22,7 +22,7 @@ use crate::config::{
 use crate::layout;
 use crate::outbox::{conflict_entry, CONFLICTS};
 use crate::round::RoundState;
-use crate::zk::{self, Election, Session, SessionConfig, ZkError};
+use crate::zk::{self, children_opt, get_opt, Election, Session, SessionConfig, ZkError};
 
 /// Command line of `sensorctl`.
 #[derive(Clone, Debug, Parser)]
@@ -365,33 +365,10 @@ pub async fn connect(hosts: &str, timeout: Duration) -> Result<Session, CtlError
     }
 }
 
-/// Reads a znode's data and stat; `None` if it does not exist.
-async fn get_opt(
-    client: &zkc::Client,
-    path: &str,
-) -> Result<Option<(Vec<u8>, zkc::Stat)>, ZkError> {
-    match client.get_data(path).await {
-        Ok(v) => Ok(Some(v)),
-        Err(zkc::Error::NoNode) => Ok(None),
-        Err(e) => Err(ZkError::zk("get", path, e)),
-    }
-}
-
 async fn get_text(client: &zkc::Client, path: &str) -> Result<Option<String>, ZkError> {
     Ok(get_opt(client, path)
         .await?
         .map(|(d, _)| String::from_utf8_lossy(&d).trim().to_string()))
-}
-
-async fn children_opt(client: &zkc::Client, path: &str) -> Result<Option<Vec<String>>, ZkError> {
-    match client.list_children(path).await {
-        Ok(mut names) => {
-            names.sort();
-            Ok(Some(names))
-        }
-        Err(zkc::Error::NoNode) => Ok(None),
-        Err(e) => Err(ZkError::zk("list", path, e)),
-    }
 }
 
 /// Reads every config key.

@@ -107,6 +107,30 @@ pub fn ephemeral() -> zk::CreateOptions<'static> {
     zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all())
 }
 
+/// Reads a znode's data and stat; `None` if it does not exist. Other errors are returned.
+pub async fn get_opt(
+    client: &zk::Client,
+    path: &str,
+) -> Result<Option<(Vec<u8>, zk::Stat)>, ZkError> {
+    match client.get_data(path).await {
+        Ok(v) => Ok(Some(v)),
+        Err(zk::Error::NoNode) => Ok(None),
+        Err(e) => Err(ZkError::zk("get", path, e)),
+    }
+}
+
+/// A znode's children, sorted; `None` if it does not exist. Other errors are returned.
+pub async fn children_opt(client: &zk::Client, path: &str) -> Result<Option<Vec<String>>, ZkError> {
+    match client.list_children(path).await {
+        Ok(mut names) => {
+            names.sort();
+            Ok(Some(names))
+        }
+        Err(zk::Error::NoNode) => Ok(None),
+        Err(e) => Err(ZkError::zk("list", path, e)),
+    }
+}
+
 /// kazoo's `ensure_path`: creates `path` and its missing ancestors as persistent znodes with
 /// empty data; existing ones are left alone.
 pub async fn ensure_path(client: &zk::Client, path: &str) -> Result<(), ZkError> {
