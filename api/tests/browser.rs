@@ -11,24 +11,12 @@ use std::process::Command;
 use serde_json::json;
 use support::{avg_at, TestApp};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
+use testkit::chromium::CHROMIUM;
 const BASE_MS: i64 = 1_767_225_600_000;
 
 fn chromium(profile: &Path, args: &[&str]) -> std::process::Output {
-    let mut cmd = Command::new(CHROMIUM);
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .args(args);
+    let mut cmd = testkit::chromium::headless(profile);
+    cmd.arg("--hide-scrollbars").args(args);
     cmd.output().expect("run chromium")
 }
 

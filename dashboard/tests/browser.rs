@@ -14,8 +14,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use support::cdp::{Browser, CHROMIUM};
+use support::cdp::Browser;
 use support::{leader_of, sensor_ids, Dashboard};
+use testkit::chromium::CHROMIUM;
 use testkit::{Node, NodeOpts, Proc, RedisServer};
 
 fn artifacts() -> PathBuf {

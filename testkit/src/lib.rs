@@ -25,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+pub mod chromium;
 pub mod compose;
 pub mod fleet;
 mod partition;

@@ -9,15 +9,11 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use testkit::Proc;
-
-/// Debian's Chromium.
-pub const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// A headless Chromium with one attached page.
 pub struct Browser {
@@ -42,21 +38,9 @@ impl Browser {
         std::fs::create_dir_all(dir).expect("browser dir");
         let (chrome_reads, we_write) = pipe();
         let (we_read, chrome_writes) = pipe();
-        let mut cmd = Command::new(CHROMIUM);
-        cmd.args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--remote-debugging-pipe",
-        ])
-        .arg(format!("--window-size={width},{height}"))
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()));
+        let mut cmd = testkit::chromium::headless(&dir.join("profile"));
+        cmd.args(["--hide-scrollbars", "--remote-debugging-pipe"])
+            .arg(format!("--window-size={width},{height}"));
         // SAFETY: only dup2(2), async-signal-safe; the targets 3 and 4 lose CLOEXEC.
         unsafe {
             cmd.pre_exec(move || {

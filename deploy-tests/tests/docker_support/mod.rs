@@ -676,21 +676,9 @@ pub fn http(url: &str, token: Option<&str>) -> (u16, String) {
     }
 }
 
-/// Headless Chromium's DOM of `url` after scripts ran (flags as in api/tests/browser.rs).
+/// Headless Chromium's DOM of `url` after scripts ran.
 pub fn chromium_dom(url: &str, profile: &Path) -> String {
-    let out = run(Command::new("/usr/bin/chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(["--dump-dom", url]));
+    let out = run(testkit::chromium::headless(profile).args(["--dump-dom", url]));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
