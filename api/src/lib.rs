@@ -30,16 +30,17 @@
 //! * Hostile requests (see the README's "Limits"): every parser and loop is bounded by a
 //!   constant or a setting, never by the request alone; refusals are 400 naming the input.
 //!
-//! The router is assembled in one place, [`app`], with its layers (body limit, access log,
-//! metrics, timeout, JSON error bodies, the concurrency limit on expensive reads, security
-//! headers); [`serve`] adds the connection-level limits (header-read timeout, connection
-//! cap).
+//! The router is assembled in one place, [`app`], with its layers ([`layers`]: write
+//! auth, access log, request metrics, timeout; plus body limit, JSON error bodies, the
+//! concurrency limit on expensive reads, security headers): handlers contain only their own
+//! logic. [`serve`] adds the connection-level limits (header-read timeout, connection cap).
 
 pub mod config;
 pub mod error;
 pub mod fence;
 pub mod fence_cmd;
 pub mod grafana;
+pub mod layers;
 pub mod metrics;
 pub mod prom;
 pub mod registration;
@@ -49,18 +50,19 @@ pub mod serve;
 pub mod store;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware;
+use axum::response::Response;
 use axum::Router;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::error::ApiError;
 use crate::fence::FenceCheck;
+use crate::layers::auth::{require_token, RequireToken};
 use crate::metrics::Metrics;
 use crate::routes::ingest::Plausibility;
 use crate::store::Store;
@@ -104,52 +106,22 @@ impl AppState {
         }
     }
 
-    /// Requires `Authorization: Bearer <token>` on writes (`None` = open).
+    /// Requires `Authorization: Bearer <token>` on writes (`None` = open; checked by
+    /// [`layers::auth`]).
     pub fn with_token(mut self, token: Option<String>) -> AppState {
         self.api_token = token.map(Arc::from);
         self
     }
-
-    /// Checks a write's credentials: the bearer header, or (legacy endpoint only) a
-    /// `?token=` value. Constant-time comparison, so the token cannot be guessed bytewise
-    /// from response times.
-    pub fn authorize(
-        &self,
-        headers: &axum::http::HeaderMap,
-        query_token: Option<&str>,
-    ) -> Result<(), ApiError> {
-        let Some(expected) = &self.api_token else {
-            return Ok(());
-        };
-        let bearer = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        let presented = bearer.or(query_token);
-        match presented {
-            Some(p) if constant_time_eq(p.as_bytes(), expected.as_bytes()) => Ok(()),
-            _ => Err(ApiError::Unauthorized),
-        }
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Content-Security-Policy of the HTML pages: only our own static script and stylesheet,
 /// no inline code, no framing.
 pub const HTML_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// The whole HTTP application: every route, the JSON 404/405 fallbacks, the 64 KiB body
-/// limit, the request timeout, the access log + request metrics, JSON bodies for every
-/// error (also axum's own rejections), `nosniff` everywhere and a CSP on HTML.
+/// The whole HTTP application: every route, the JSON 404/405 fallbacks, and the layers
+/// of [`layers`] in their order (see the table there).
 ///
+/// Writes (`POST /api/v1/averages`, `GET /nuevo`) require the API token ([`layers::auth`]).
 /// Expensive reads (`/grafana/*`, `/prom/*`, the history page, the JSON list and stats)
 /// share one concurrency limit of [`AppState::max_concurrent_reads`]: excess requests wait
 /// for a slot within the request timeout (then 503), while `/healthz`, `/readyz`,
@@ -158,6 +130,21 @@ pub fn app(state: AppState) -> Router {
     use axum::routing::{get, post};
     use routes::{averages, health, history, ingest};
 
+    let token = state.api_token.clone();
+    let writes = Router::new()
+        .route("/api/v1/averages", post(ingest::post_averages))
+        .route_layer(middleware::from_fn_with_state(
+            RequireToken::bearer(token.clone()),
+            require_token,
+        ))
+        .merge(
+            Router::new()
+                .route("/nuevo", get(ingest::legacy))
+                .route_layer(middleware::from_fn_with_state(
+                    RequireToken::bearer_or_query(token),
+                    require_token,
+                )),
+        );
     let reads = GlobalConcurrencyLimitLayer::new(state.max_concurrent_reads.max(1));
     let expensive = Router::new()
         .route("/", get(history::page))
@@ -169,18 +156,25 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/static/history.css", get(history::stylesheet))
         .route("/static/history.js", get(history::script))
-        .route("/nuevo", get(ingest::legacy))
-        .route("/api/v1/averages", post(ingest::post_averages))
         .route("/api/v1/averages/{round}", get(averages::one))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .merge(writes)
         .merge(expensive)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(error::json_errors))
-        .layer(middleware::from_fn_with_state(state.clone(), access_log))
+        .layer(middleware::from_fn_with_state(
+            state.request_timeout,
+            layers::timeout::timeout,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            layers::request_metrics::request_metrics,
+        ))
+        .layer(middleware::from_fn(layers::access_log::access_log))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -205,37 +199,4 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
-}
-
-/// Times out slow requests (503), counts every answer by route pattern and status, and
-/// writes one access-log line per request. The query string is not logged: the legacy
-/// endpoint may carry the API token in it.
-async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_string();
-    let response = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(%method, %path, timeout_ms = state.request_timeout.as_millis() as u64, "request timed out");
-            ApiError::Unavailable.into_response()
-        }
-    };
-    let status = response.status().as_u16();
-    state.metrics.count_request(&route, status);
-    tracing::info!(
-        target: "access",
-        %method,
-        %path,
-        %route,
-        status,
-        micros = start.elapsed().as_micros() as u64,
-        "request"
-    );
-    response
 }

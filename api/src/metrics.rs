@@ -1,7 +1,8 @@
 //! Process metrics, rendered as Prometheus text at `GET /metrics`.
 //!
-//! Plain atomics and one small mutex-guarded map: the set of series is tiny and fixed
-//! (routes are the router's patterns, never raw paths, so label cardinality is bounded).
+//! Plain atomics and one small mutex-guarded map of HTTP series (filled by
+//! [`crate::layers::request_metrics`]): the set of series is small and fixed (routes are the
+//! router's patterns, never raw paths, so label cardinality is bounded).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -9,9 +10,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Upper bounds (seconds) of the Redis latency histogram buckets.
-const LATENCY_BOUNDS: [f64; 12] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0,
+/// Upper bounds (seconds) of the latency histogram buckets (Redis calls and HTTP
+/// requests; the top ones cover the default 10 s request timeout).
+const LATENCY_BOUNDS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0, 5.0, 10.0,
 ];
 
 /// A fixed-bucket latency histogram (lock-free).
@@ -45,23 +47,38 @@ impl LatencyHistogram {
     fn render(&self, name: &str, help: &str, out: &mut String) {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} histogram");
+        self.render_series(name, "", out);
+    }
+
+    /// The series of one histogram; `labels` (already escaped, `a="x",b="y"`) go before
+    /// `le`.
+    fn render_series(&self, name: &str, labels: &str, out: &mut String) {
+        let sep = if labels.is_empty() { "" } else { "," };
         let mut cumulative = 0;
         for (bound, bucket) in LATENCY_BOUNDS.iter().zip(&self.buckets) {
             cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
         }
         let count = self.count();
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {count}");
+        let braced = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braced} {sum}");
+        let _ = writeln!(out, "{name}_count{braced} {count}");
     }
 }
 
 /// Counters of the HTTP layer and of ingest outcomes.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    requests: Mutex<Requests>,
     /// Points newly stored (node rounds and legacy readings).
     pub ingested: AtomicU64,
     /// Rounds received again with the same value (nothing stored).
@@ -78,6 +95,32 @@ pub struct Metrics {
     pub last_round: AtomicI64,
 }
 
+/// The HTTP request series, under one lock (one update per request).
+#[derive(Debug, Default)]
+struct Requests {
+    /// Answers by (route pattern, status code).
+    counts: BTreeMap<(String, u16), u64>,
+    /// Latency by (route pattern, status class).
+    latency: BTreeMap<(String, &'static str), LatencyHistogram>,
+}
+
+/// `2xx` for 200..=299 and so on; `other` outside 100..=599.
+fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        5 => "5xx",
+        _ => "other",
+    }
+}
+
+/// A Prometheus label value with `\` and `"` escaped (route patterns have no newlines).
+fn escape_label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
 impl Metrics {
     /// A fresh set with the last-round gauge unknown.
     pub fn new() -> Metrics {
@@ -87,14 +130,24 @@ impl Metrics {
         }
     }
 
-    /// Counts one answered request of `route` (the matched pattern) with `status`.
-    pub fn count_request(&self, route: &str, status: u16) {
+    /// Records one answered request of `route` (the matched pattern, never a raw path:
+    /// the caller bounds the label set) with `status`, ready after `latency`.
+    pub fn observe_request(&self, route: &str, status: u16, latency: Duration) {
+        let class = status_class(status);
         // A poisoned lock only means another thread panicked mid-increment: keep counting.
-        let mut map = self
+        let mut requests = self
             .requests
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *map.entry((route.to_string(), status)).or_insert(0) += 1;
+        *requests
+            .counts
+            .entry((route.to_string(), status))
+            .or_insert(0) += 1;
+        requests
+            .latency
+            .entry((route.to_string(), class))
+            .or_default()
+            .observe(latency);
     }
 
     /// Raises the last-round gauge to `round` if it is higher.
@@ -109,16 +162,26 @@ impl Metrics {
         out.push_str("# HELP sensor_api_http_requests_total HTTP requests answered, by route pattern and status.\n");
         out.push_str("# TYPE sensor_api_http_requests_total counter\n");
         {
-            let map = self
+            let requests = self
                 .requests
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for ((route, status), n) in map.iter() {
-                let route = route.replace('\\', "\\\\").replace('"', "\\\"");
+            for ((route, status), n) in &requests.counts {
+                let route = escape_label(route);
                 let _ = writeln!(
                     out,
                     "sensor_api_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
                 );
+            }
+            let name = "sensor_api_http_request_duration_seconds";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Time until the answer was ready, by route pattern and status class."
+            );
+            let _ = writeln!(out, "# TYPE {name} histogram");
+            for ((route, class), histogram) in &requests.latency {
+                let labels = format!("route=\"{}\",class=\"{class}\"", escape_label(route));
+                histogram.render_series(name, &labels, &mut out);
             }
         }
         let counters = [

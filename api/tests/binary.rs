@@ -166,6 +166,34 @@ fn healthcheck_subcommand_and_access_log() {
         !log.contains("hidden"),
         "query strings (tokens) are not logged:\n{log}"
     );
+    // A path parameter is logged as the route pattern with the latency; a hostile path
+    // as `unmatched`: raw paths never reach the log.
+    let r = reqwest::blocking_get(&format!(
+        "http://127.0.0.1:{}/api/v1/averages/918273645",
+        server.port
+    ));
+    assert_eq!(r, 404);
+    let r = reqwest::blocking_get(&format!(
+        "http://127.0.0.1:{}/forged%20status=200",
+        server.port
+    ));
+    assert_eq!(r, 404);
+    let logged = testkit::wait_until(Duration::from_secs(5), || {
+        server.proc.log_tail(50).contains("route=unmatched")
+    });
+    let log = server.proc.log_tail(50);
+    assert!(logged, "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("route=/api/v1/averages/{round}"))
+        .unwrap_or_else(|| panic!("no access line for the round route:\n{log}"));
+    for field in ["method=GET", "status=404", "latency_ms="] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+    assert!(
+        !log.contains("918273645") && !log.contains("forged"),
+        "raw paths are not logged:\n{log}"
+    );
 }
 
 /// A tiny blocking GET without pulling reqwest's blocking feature.

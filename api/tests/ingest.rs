@@ -347,6 +347,63 @@ async fn writes_need_the_token_reads_do_not() {
     assert_eq!(stored_count(&app).await, 3);
 }
 
+/// The auth layer answers before the handler: a refused write never reads its body, never
+/// sends a command to Redis (the store's latency histogram counts every call) and is
+/// answered in the API's error shape. Each write route is checked, so a route added
+/// outside the layer's group fails here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_writes_never_reach_redis() {
+    let token = "layer-token-0123456789";
+    let app = TestApp::start("auth-layer", Some(token)).await;
+    let calls = || app.state.store.latency().count();
+    let before = calls();
+    let refused: Vec<reqwest::RequestBuilder> = vec![
+        app.client
+            .post(app.url("/api/v1/averages"))
+            .json(&avg(1, 1.0, 1)),
+        app.client
+            .post(app.url("/api/v1/averages"))
+            .bearer_auth("layer-token-012345678")
+            .json(&avg(1, 1.0, 1)),
+        app.client
+            .post(app.url("/api/v1/averages"))
+            .header("authorization", format!("Basic {token}"))
+            .json(&avg(1, 1.0, 1)),
+        app.client
+            .post(app.url(&format!("/api/v1/averages?token={token}")))
+            .json(&avg(1, 1.0, 1)),
+        app.client.get(app.url("/nuevo?dato=1")),
+        app.client
+            .get(app.url("/nuevo?dato=1&token=wrong-but-long-enough")),
+        app.client
+            .get(app.url(&format!("/nuevo?dato=1&token={token}")))
+            .bearer_auth("a-wrong-bearer-wins-over-query"),
+    ];
+    for (i, req) in refused.into_iter().enumerate() {
+        let r = req.send().await.expect("send");
+        assert_eq!(r.status(), 401, "request {i}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer", "request {i}");
+        let body: Value = r.json().await.expect("JSON body");
+        assert_eq!(
+            body,
+            json!({"error": "missing or wrong API token"}),
+            "request {i}"
+        );
+    }
+    assert_eq!(calls(), before, "a refused write sent a command to Redis");
+    assert_eq!(stored_count(&app).await, 0);
+    // The same requests with the token do reach Redis.
+    let before = calls();
+    assert_eq!(app.post(&avg(1, 1.0, 1), Some(token)).await.0, 201);
+    let r = app
+        .get(&format!("/nuevo?dato=1&token={token}"))
+        .await
+        .status();
+    assert_eq!(r, 200);
+    assert!(calls() > before);
+    assert_eq!(stored_count(&app).await, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn legacy_endpoint_stores_with_server_time() {
     let app = TestApp::start("legacy", None).await;

@@ -384,3 +384,48 @@ async fn metrics_and_health() {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
 }
+
+/// The request metrics label by route pattern: a path parameter never becomes a label
+/// value, and hostile URLs all land in one `unmatched` series, so clients cannot grow the
+/// number of series. Latency is recorded per pattern and status class.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_metrics_use_route_patterns_not_raw_paths() {
+    let app = TestApp::start("metrics-routes", None).await;
+    assert_eq!(
+        app.post(&support::avg(1, 1.0, 1), None).await.0,
+        201,
+        "one stored round"
+    );
+    assert_eq!(app.get("/api/v1/averages/1").await.status(), 200);
+    assert_eq!(app.get("/api/v1/averages/987654321").await.status(), 404);
+    assert_eq!(app.get("/api/v1/averages/hostile-abc").await.status(), 400);
+    for i in 0..50 {
+        assert_eq!(app.get(&format!("/hostile-{i}")).await.status(), 404);
+    }
+    let (_, text) = app.get_text("/metrics").await;
+    for needle in [
+        "sensor_api_http_requests_total{route=\"/api/v1/averages/{round}\",status=\"200\"} 1",
+        "sensor_api_http_requests_total{route=\"/api/v1/averages/{round}\",status=\"404\"} 1",
+        "sensor_api_http_requests_total{route=\"/api/v1/averages/{round}\",status=\"400\"} 1",
+        "sensor_api_http_requests_total{route=\"unmatched\",status=\"404\"} 50",
+        "sensor_api_http_requests_total{route=\"/api/v1/averages\",status=\"201\"} 1",
+        "# TYPE sensor_api_http_request_duration_seconds histogram",
+        "sensor_api_http_request_duration_seconds_count{route=\"/api/v1/averages/{round}\",class=\"2xx\"} 1",
+        "sensor_api_http_request_duration_seconds_count{route=\"/api/v1/averages/{round}\",class=\"4xx\"} 2",
+        "sensor_api_http_request_duration_seconds_bucket{route=\"/api/v1/averages/{round}\",class=\"4xx\",le=\"+Inf\"} 2",
+        "sensor_api_http_request_duration_seconds_count{route=\"unmatched\",class=\"4xx\"} 50",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    for raw in ["987654321", "hostile"] {
+        assert!(
+            !text.contains(raw),
+            "raw path {raw:?} became a label:\n{text}"
+        );
+    }
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("sensor_api_http_requests_total{"))
+        .count();
+    assert!(series <= 6, "{series} request series:\n{text}");
+}

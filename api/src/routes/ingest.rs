@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sensor_node::result::BatchAnswer;
@@ -92,13 +92,12 @@ pub fn valid_leader(leader: &str) -> bool {
 ///
 /// 201 when something new was stored, 200 when everything was already stored (a retry),
 /// 409 when a round is stored with another value or the fencing token is stale (nothing of
-/// the request is stored then), 400/401/413/503 as usual.
+/// the request is stored then), 400/413/503 as usual. The token was checked before this
+/// runs ([`crate::layers::auth`]).
 pub async fn post_averages(
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&headers, None)?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge(BODY_LIMIT)
@@ -356,14 +355,13 @@ pub fn parse_average(
 /// `GET /nuevo?dato=<number>[&token=...]`: the endpoint the old implementations use.
 ///
 /// Stores the value with the server's time as a legacy point (round 0, leader `legacy`,
-/// numbered by a separate legacy counter, never deduplicated). 200 with a JSON echo.
+/// numbered by a separate legacy counter, never deduplicated). 200 with a JSON echo. The
+/// token (header or `?token=`) was checked before this runs ([`crate::layers::auth`]).
 pub async fn legacy(
     State(state): State<AppState>,
-    headers: HeaderMap,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query_map(query)?;
-    state.authorize(&headers, q.get("token").map(String::as_str))?;
     let raw = q
         .get("dato")
         .ok_or_else(|| ApiError::bad("dato", "missing parameter dato"))?

@@ -1,0 +1,132 @@
+//! Write authorization: the one place the API token is checked.
+//!
+//! Applied with `route_layer` to the write routes only (`POST /api/v1/averages`,
+//! `GET /nuevo`); reads stay public. The check runs before the handler, so a refused
+//! write never has its body read, never reaches Redis and stores nothing.
+//!
+//! | request | answer |
+//! |---|---|
+//! | no token configured | passes (writes open; start-up logs it) |
+//! | `Authorization: Bearer <token>` (scheme in any case) | passes |
+//! | `GET /nuevo?...&token=<token>` (the old clients' way; no `Authorization` header) | passes |
+//! | missing, wrong, or `?token=` on any other route | 401 `{"error": "missing or wrong API token"}`, `WWW-Authenticate: Bearer` |
+//!
+//! The comparison is constant-time ([`subtle`]), so response times do not reveal how much
+//! of a guess was right. Neither token is ever logged.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+
+/// What a group of write routes requires. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct RequireToken {
+    expected: Option<Arc<str>>,
+    query_param: bool,
+}
+
+impl RequireToken {
+    /// `Authorization: Bearer <expected>`; `None` leaves the routes open.
+    pub fn bearer(expected: Option<Arc<str>>) -> RequireToken {
+        RequireToken {
+            expected,
+            query_param: false,
+        }
+    }
+
+    /// Same, or `?token=<expected>` when the request has no bearer token (only for the
+    /// legacy endpoint, whose clients cannot set headers).
+    pub fn bearer_or_query(expected: Option<Arc<str>>) -> RequireToken {
+        RequireToken {
+            expected,
+            query_param: true,
+        }
+    }
+
+    /// Whether a request with these headers and query string may pass.
+    pub fn admits(&self, headers: &HeaderMap, query: Option<&str>) -> bool {
+        let Some(expected) = &self.expected else {
+            return true;
+        };
+        let presented = bearer(headers).or_else(|| {
+            // The last `token=` wins, as in the query extractor's map.
+            self.query_param.then(|| query).flatten().and_then(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .filter(|(k, _)| k == "token")
+                    .map(|(_, v)| v.into_owned())
+                    .last()
+            })
+        });
+        presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(expected.as_bytes())))
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive,
+/// RFC 7235), if there is one.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_string())
+}
+
+/// Middleware (`from_fn_with_state` with a [`RequireToken`]): refuses with
+/// [`ApiError::Unauthorized`] before the handler runs.
+pub async fn require_token(State(auth): State<RequireToken>, req: Request, next: Next) -> Response {
+    if auth.admits(req.headers(), req.uri().query()) {
+        next.run(req).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(auth: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(a) = auth {
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(a).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_token_rules() {
+        let token: Option<Arc<str>> = Some(Arc::from("0123456789abcdef"));
+        let auth = RequireToken::bearer(token.clone());
+        assert!(auth.admits(&headers(Some("Bearer 0123456789abcdef")), None));
+        assert!(auth.admits(&headers(Some("bEaReR  0123456789abcdef ")), None));
+        assert!(!auth.admits(&headers(Some("Bearer 0123456789ABCDEF")), None));
+        assert!(!auth.admits(&headers(Some("Bearer 0123456789abcde")), None));
+        assert!(!auth.admits(&headers(Some("Basic 0123456789abcdef")), None));
+        assert!(!auth.admits(&headers(None), None));
+        assert!(
+            !auth.admits(&headers(None), Some("token=0123456789abcdef")),
+            "no query token on bearer-only routes"
+        );
+        let legacy = RequireToken::bearer_or_query(token);
+        assert!(legacy.admits(&headers(None), Some("dato=1&token=0123456789abcdef")));
+        assert!(legacy.admits(&headers(None), Some("token=x&token=0123456789abcdef")));
+        assert!(!legacy.admits(&headers(None), Some("dato=1&token=nope")));
+        assert!(
+            !legacy.admits(
+                &headers(Some("Bearer wrong")),
+                Some("token=0123456789abcdef")
+            ),
+            "a bearer header, when present, is the credential"
+        );
+        let open = RequireToken::bearer(None);
+        assert!(open.admits(&headers(None), None));
+    }
+}

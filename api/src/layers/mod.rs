@@ -1,0 +1,35 @@
+//! Cross-cutting HTTP concerns as layers, so handlers contain only their own logic.
+//!
+//! [`crate::app`] stacks them in one place. A request passes them top to bottom; the
+//! answer comes back bottom to top:
+//!
+//! | layer | where | what it does | on failure |
+//! |---|---|---|---|
+//! | security headers | every route | `nosniff`; a CSP on HTML answers | — |
+//! | [`access_log`] | every route | one `access` log line: method, route pattern, status, latency (never the query string or headers: tokens travel there) | — |
+//! | [`request_metrics`] | every route | `sensor_api_http_requests_total{route,status}` and `sensor_api_http_request_duration_seconds{route,class}` | — |
+//! | [`timeout`] | every route | bounds the whole request, body reading included (a slow body counts) | 503 JSON + `Retry-After` |
+//! | [`crate::error::json_errors`] | every route | axum's plain-text rejections become JSON in the called API's envelope | — |
+//! | body limit | every route | 64 KiB ([`crate::BODY_LIMIT`]) | 413 JSON |
+//! | [`auth`] | write routes only | `Authorization: Bearer <token>` (legacy `/nuevo`: or `?token=`), constant-time | 401 JSON + `WWW-Authenticate`, before the body is read or Redis is touched |
+//! | concurrency limit | expensive reads only | at most `MAX_CONCURRENT_READS` at once; the rest wait | waiting counts against the timeout |
+//!
+//! The metrics and the access log label a request by the route *pattern* axum matched
+//! (`/api/v1/averages/{round}`), or `unmatched`: never by the raw path, so hostile URLs
+//! cannot grow the metric series or forge log fields.
+
+pub mod access_log;
+pub mod auth;
+pub mod request_metrics;
+pub mod timeout;
+
+use axum::extract::{MatchedPath, Request};
+
+/// The route pattern the router matched for `req`, or `unmatched` (404s, and requests
+/// refused before routing). The only route label the metrics and the access log use.
+pub fn route_of(req: &Request) -> String {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_string()
+}
