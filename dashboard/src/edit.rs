@@ -71,6 +71,7 @@ impl EditError {
     }
 }
 
+/// Called by [`crate::layers::require_admin`] before the form is parsed.
 /// Compares `given` with the configured token in constant time (for equal lengths; the
 /// length itself is not secret enough to matter). Never logs either.
 pub fn check_token(expected: Option<&str>, given: &str) -> Result<(), EditError> {

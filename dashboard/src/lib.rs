@@ -26,6 +26,7 @@ pub mod config;
 pub mod coord;
 pub mod edit;
 pub mod ensemble;
+pub mod layers;
 pub mod monitor;
 pub mod snapshot;
 pub mod sse;

@@ -9,9 +9,10 @@
 //! | `GET /static/dashboard.{js,css}` | the script and the style sheet |
 //! | `GET /healthz` | 200 while the server runs (the body says whether ZooKeeper is current) |
 //!
-//! Layers, in one place ([`app`]): request timeout (408), body limit (16 KiB), access log,
-//! and security headers: `nosniff`, a CSP that allows scripts and styles only from this
-//! origin's files (no inline script), no framing, no referrer.
+//! Layers, in one place ([`app`]; table in [`crate::layers`]): the admin token on config
+//! edits, request timeout (408), body limit (16 KiB), access log, and security headers:
+//! `nosniff`, a CSP that allows scripts and styles only from this origin's files (no
+//! inline script), no framing, no referrer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use askama::Template;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Redirect, Response, Sse};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
@@ -27,7 +29,6 @@ use tokio::sync::Semaphore;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::coord::{ConfigKey, Session, ValueSource};
 use crate::edit::{self, EditError};
@@ -90,7 +91,13 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(page))
         .route("/api/v1/cluster", get(cluster_json))
         .route("/events", get(events))
-        .route("/config", post(post_config))
+        .route(
+            "/config",
+            post(post_config).route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                crate::layers::require_admin,
+            )),
+        )
         .route("/static/dashboard.js", get(script))
         .route("/static/dashboard.css", get(style))
         .route("/healthz", get(healthz))
@@ -100,7 +107,7 @@ pub fn app(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(crate::layers::access_log))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -352,21 +359,17 @@ struct ConfigForm {
     value: String,
     version: String,
     #[serde(default)]
-    token: String,
-    #[serde(default)]
     editor: String,
 }
 
+/// `POST /config`, once [`crate::layers::require_admin`] has checked the admin token.
 async fn post_config(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Form(form): Form<ConfigForm>,
 ) -> Response {
-    // Free text from the form goes into log lines: no control characters (no forged lines).
-    let printable = |s: &str, max| clip(&s.replace(char::is_control, " "), max);
     let editor = printable(form.editor.trim(), 64);
     let result = async {
-        edit::check_token(state.settings.admin_token.as_deref(), &form.token)?;
         let key = edit::parse_key(&form.key)?;
         let expected = edit::parse_version(&form.version)?;
         let old = state
@@ -411,23 +414,39 @@ async fn post_config(
             .await;
             Redirect::to(&format!("/?saved={}", key.name())).into_response()
         }
-        Err(e) => {
-            tracing::warn!(
-                editor = %editor,
-                peer = %peer,
-                key = %printable(&form.key, 40),
-                error = %e,
-                "config edit refused"
-            );
-            let status = e.status();
-            html(
-                status,
-                render_page(
-                    &state,
-                    &PageQuery::default(),
-                    Some(("b-error", e.to_string())),
-                ),
-            )
-        }
+        Err(e) => refused(&state, Some(peer), &form.editor, &form.key, &e),
     }
+}
+
+/// Free text from the form goes into log lines: no control characters (no forged lines),
+/// at most `max` characters.
+fn printable(s: &str, max: usize) -> String {
+    clip(&s.replace(char::is_control, " "), max)
+}
+
+/// A refused config edit (by the admin layer or the handler): logged once, with the
+/// peer, the key and the editor's name (never the token), and answered with the page
+/// showing why, in the refusal's status.
+pub(crate) fn refused(
+    state: &AppState,
+    peer: Option<std::net::SocketAddr>,
+    editor: &str,
+    key: &str,
+    e: &EditError,
+) -> Response {
+    tracing::warn!(
+        editor = %printable(editor.trim(), 64),
+        peer = %peer.map_or_else(|| "unknown".to_string(), |p| p.to_string()),
+        key = %printable(key, 40),
+        error = %e,
+        "config edit refused"
+    );
+    html(
+        e.status(),
+        render_page(
+            state,
+            &PageQuery::default(),
+            Some(("b-error", e.to_string())),
+        ),
+    )
 }

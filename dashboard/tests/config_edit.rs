@@ -235,3 +235,140 @@ async fn without_admin_token_the_page_is_read_only() {
         .await;
     assert_eq!(status, 403);
 }
+
+/// The admin token is checked by a layer before the form is parsed or ZooKeeper is
+/// touched: a POST without it is refused whatever its body, and a script may send the
+/// token as `Authorization: Bearer` instead of a form field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_is_checked_before_the_form() {
+    let zk = testkit::shared_zk();
+    let connect = format!(
+        "{}{}",
+        zk.connect_string(),
+        testkit::unique_chroot("dash-admin")
+    );
+    let token = "admin-layer-token-0123";
+    let dash = Dashboard::start(&connect, &["--admin-token", token]).await;
+    let s = Session::start(SessionConfig::new(
+        connect.as_str(),
+        Duration::from_secs(10),
+    ));
+    dash.wait_for(Duration::from_secs(30), "a first read", |v| {
+        v["zookeeper"]["stale"] == false
+    })
+    .await;
+    let post = |body: &'static str, bearer: Option<&'static str>| {
+        let mut req = support::http()
+            .post(format!("{}/config", dash.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        async move {
+            let r = req.send().await.expect("POST /config");
+            (r.status().as_u16(), r.text().await.expect("body"))
+        }
+    };
+    // No token: 401 with the page, even for a body the form parser would reject (422).
+    for body in ["", "garbage", "key=sampling_period"] {
+        let (status, page) = post(body, None).await;
+        assert_eq!(status, 401, "body {body:?}");
+        assert!(page.contains("wrong or missing admin token"), "{page}");
+    }
+    // A wrong bearer header is the credential even with the right form token.
+    let (status, _) = post(
+        "key=sampling_period&value=2&version=absent&token=admin-layer-token-0123",
+        Some("admin-layer-token-0124"),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(stored(&s, "/config/sampling_period").await, None);
+    // The right bearer header without a form token: written.
+    let (status, _) = post(
+        "key=sampling_period&value=2&version=absent",
+        Some("admin-layer-token-0123"),
+    )
+    .await;
+    assert_eq!(status, 303);
+    assert_eq!(
+        stored(&s, "/config/sampling_period").await,
+        Some(("2".to_string(), 0))
+    );
+    s.close();
+}
+
+/// The real binary's access log: one line per request with the route pattern, status and
+/// latency; neither the query string nor the form (with its token) is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_has_routes_not_queries_or_tokens() {
+    let zk = testkit::shared_zk();
+    let connect = format!(
+        "{}{}",
+        zk.connect_string(),
+        testkit::unique_chroot("dash-log")
+    );
+    let port = testkit::free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sensor-dashboard"));
+    cmd.env_clear()
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("ZOOKEEPER_HOSTS", &connect)
+        .env("DASHBOARD_ADMIN_TOKEN", "admin-token-never-logged")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info");
+    let proc = testkit::Proc::spawn("dashboard", cmd, &dir.path().join("d.log"))
+        .expect("spawn sensor-dashboard");
+    let base = format!("http://127.0.0.1:{port}");
+    let up = testkit::wait_until_async(Duration::from_secs(30), || {
+        let url = format!("{base}/healthz");
+        async move { support::http().get(url).send().await.is_ok() }
+    })
+    .await;
+    assert!(up, "dashboard did not listen:\n{}", proc.log_tail(30));
+    let r = support::http()
+        .get(format!("{base}/?q=query-text-not-logged"))
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(r.status(), 200);
+    let r = support::http()
+        .post(format!("{base}/config"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("key=sampling_period&value=2&version=absent&token=wrong-token-not-logged")
+        .send()
+        .await
+        .expect("POST /config");
+    assert_eq!(r.status(), 401);
+    let logged = testkit::wait_until(Duration::from_secs(5), || {
+        proc.log_tail(50).contains("\"route\":\"/config\"")
+    });
+    let log = proc.log_tail(50);
+    assert!(logged, "{log}");
+    // One JSON object per line; the access lines are those of target `access`.
+    let access: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "access")
+        .map(|v| v["fields"].clone())
+        .collect();
+    let line = |route: &str| {
+        access
+            .iter()
+            .find(|f| f["route"] == route)
+            .unwrap_or_else(|| panic!("no access line for {route}:\n{log}"))
+            .clone()
+    };
+    let config = line("/config");
+    assert_eq!(config["method"], "POST", "{config}");
+    assert_eq!(config["status"], 401, "{config}");
+    assert!(config["latency_ms"].as_f64().is_some(), "{config}");
+    assert_eq!(line("/")["status"], 200, "{log}");
+    for secret in [
+        "query-text-not-logged",
+        "wrong-token-not-logged",
+        "admin-token-never-logged",
+    ] {
+        assert!(!log.contains(secret), "{secret} logged:\n{log}");
+    }
+}
