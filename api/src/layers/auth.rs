@@ -54,14 +54,13 @@ impl RequireToken {
         let Some(expected) = &self.expected else {
             return true;
         };
+        let query = query.filter(|_| self.query_param);
         let presented = bearer(headers).or_else(|| {
             // The last `token=` wins, as in the query extractor's map.
-            self.query_param.then(|| query).flatten().and_then(|q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .filter(|(k, _)| k == "token")
-                    .map(|(_, v)| v.into_owned())
-                    .last()
-            })
+            form_urlencoded::parse(query?.as_bytes())
+                .filter(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+                .last()
         });
         presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(expected.as_bytes())))
     }
