@@ -174,7 +174,7 @@ pub fn app(state: AppState) -> Router {
             state.metrics.clone(),
             layers::request_metrics::request_metrics,
         ))
-        .layer(middleware::from_fn(layers::access_log::access_log))
+        .layer(middleware::from_fn(http_layers::access_log))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

@@ -7,7 +7,7 @@
 //! | hostile client | what happens |
 //! |---|---|
 //! | sends a partial header and waits, or idles on a keep-alive connection | closed after [`Limits::header_read_timeout`] (hyper's timer; the timer runs whenever the connection waits for a request head) |
-//! | sends headers, then the body slowly | the request timeout of [`crate::app`] answers 503 and the connection closes |
+//! | sends headers, then the body slowly | the request timeout ([`crate::layers::timeout`]) answers 503 and the connection closes |
 //! | opens many connections | at most [`Limits::max_connections`] are served; further ones wait in the kernel's accept queue until one closes |
 //!
 //! Graceful shutdown: when `shutdown` resolves the listener closes, idle connections are

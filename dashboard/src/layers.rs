@@ -3,17 +3,16 @@
 //! | layer | where | what | on failure |
 //! |---|---|---|---|
 //! | security headers | every route | `nosniff`, CSP, no framing, no referrer | — |
-//! | [`access_log`] | every route | one `access` line: method, route pattern, status, latency (never the query string, the form or headers) | — |
+//! | [`http_layers::access_log`] (shared with sensor-api) | every route | one `access` line: method, route pattern, status, latency (never the query string, the form or headers) | — |
 //! | request timeout | every route | until the response head (an event stream then runs on) | 408 |
 //! | body limit | every route | 16 KiB ([`crate::web::BODY_LIMIT`]) | 413 |
 //! | [`require_admin`] | `POST /config` only | the admin token, constant-time ([`edit::check_token`]) | the page with the refusal: 403 read-only, 401 wrong or missing token; nothing parsed, ZooKeeper untouched |
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -30,7 +29,7 @@ pub async fn require_admin(State(state): State<AppState>, req: Request, next: Ne
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| *peer);
-    let bearer = bearer(req.headers());
+    let bearer = http_layers::bearer_token(req.headers());
     // The form is at most BODY_LIMIT bytes (the outer limit refuses more); read it once
     // here and hand the same bytes on to the handler.
     let (parts, body) = req.into_parts();
@@ -52,37 +51,4 @@ pub async fn require_admin(State(state): State<AppState>, req: Request, next: Ne
         Ok(()) => next.run(Request::from_parts(parts, Body::from(form))).await,
         Err(e) => web::refused(&state, peer, &field("editor"), &field("key"), &e),
     }
-}
-
-/// The token of an `Authorization: Bearer <token>` header (scheme in any case).
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_string())
-}
-
-/// Middleware (`from_fn`): one `access` line per request at `info` with `method`,
-/// `route` (the matched pattern, or `unmatched`), `status` and `latency_ms` (until the
-/// response head). No raw path or query string: a client chooses them.
-pub async fn access_log(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_string();
-    let response = next.run(req).await;
-    tracing::info!(
-        target: "access",
-        %method,
-        %route,
-        status = response.status().as_u16(),
-        latency_ms = start.elapsed().as_micros() as f64 / 1000.0,
-        "request"
-    );
-    response
 }

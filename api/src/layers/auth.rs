@@ -11,16 +11,16 @@
 //! | `GET /nuevo?...&token=<token>` (the old clients' way; no `Authorization` header) | passes |
 //! | missing, wrong, or `?token=` on any other route | 401 `{"error": "missing or wrong API token"}`, `WWW-Authenticate: Bearer` |
 //!
-//! The comparison is constant-time ([`subtle`]), so response times do not reveal how much
-//! of a guess was right. Neither token is ever logged.
+//! The comparison is constant-time ([`http_layers::token_matches`]), so response times do
+//! not reveal how much of a guess was right. Neither token is ever logged.
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use subtle::ConstantTimeEq;
+use http_layers::{bearer_token, token_matches};
 
 use crate::error::ApiError;
 
@@ -55,26 +55,15 @@ impl RequireToken {
             return true;
         };
         let query = query.filter(|_| self.query_param);
-        let presented = bearer(headers).or_else(|| {
+        let presented = bearer_token(headers).or_else(|| {
             // The last `token=` wins, as in the query extractor's map.
             form_urlencoded::parse(query?.as_bytes())
                 .filter(|(k, _)| k == "token")
                 .map(|(_, v)| v.into_owned())
                 .last()
         });
-        presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(expected.as_bytes())))
+        presented.is_some_and(|p| token_matches(&p, expected))
     }
-}
-
-/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive,
-/// RFC 7235), if there is one.
-fn bearer(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_string())
 }
 
 /// Middleware (`from_fn_with_state` with a [`RequireToken`]): refuses with
@@ -90,7 +79,7 @@ pub async fn require_token(State(auth): State<RequireToken>, req: Request, next:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::HeaderValue;
+    use axum::http::{header, HeaderValue};
 
     fn headers(auth: Option<&str>) -> HeaderMap {
         let mut h = HeaderMap::new();

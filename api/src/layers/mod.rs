@@ -6,7 +6,7 @@
 //! | layer | where | what it does | on failure |
 //! |---|---|---|---|
 //! | security headers | every route | `nosniff`; a CSP on HTML answers | — |
-//! | [`access_log`] | every route | one `access` log line: method, route pattern, status, latency (never the query string or headers: tokens travel there) | — |
+//! | [`http_layers::access_log`] | every route | one `access` log line: method, route pattern, status, latency (never the query string or headers: tokens travel there) | — |
 //! | [`request_metrics`] | every route | `sensor_api_http_requests_total{route,status}` and `sensor_api_http_request_duration_seconds{route,class}` | — |
 //! | [`timeout`] | every route | bounds the whole request, body reading included (a slow body counts) | 503 JSON + `Retry-After` |
 //! | [`crate::error::json_errors`] | every route | axum's plain-text rejections become JSON in the called API's envelope | — |
@@ -15,21 +15,10 @@
 //! | concurrency limit | expensive reads only | at most `MAX_CONCURRENT_READS` at once; the rest wait | waiting counts against the timeout |
 //!
 //! The metrics and the access log label a request by the route *pattern* axum matched
-//! (`/api/v1/averages/{round}`), or `unmatched`: never by the raw path, so hostile URLs
-//! cannot grow the metric series or forge log fields.
+//! (`/api/v1/averages/{round}`), or `unmatched` ([`http_layers::route_of`]): never by the
+//! raw path, so hostile URLs cannot grow the metric series or forge log fields. The access
+//! log and the token comparison are shared with the dashboard ([`http_layers`]).
 
-pub mod access_log;
 pub mod auth;
 pub mod request_metrics;
 pub mod timeout;
-
-use axum::extract::{MatchedPath, Request};
-
-/// The route pattern the router matched for `req`, or `unmatched` (404s, and requests
-/// refused before routing). The only route label the metrics and the access log use.
-pub fn route_of(req: &Request) -> String {
-    req.extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_string()
-}

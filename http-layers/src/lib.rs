@@ -1,0 +1,105 @@
+//! The HTTP concerns `sensor-api` and `sensor-dashboard` share, written once: the access
+//! log, reading a bearer token, and comparing tokens in constant time.
+//!
+//! Each service stacks its own layers (its auth rule, timeout answer and metrics differ:
+//! see `sensor_api::layers` and `sensor_dashboard::layers`); what is identical lives here.
+//! Everything labels a request by the route *pattern* the router matched ([`route_of`]),
+//! never by the raw path: a client chooses the path, and a path label would let it grow
+//! the metric series or forge log fields.
+
+#![warn(missing_docs)]
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::Response;
+use subtle::ConstantTimeEq;
+
+/// The route pattern the router matched for `req` (e.g. `/api/v1/averages/{round}`), or
+/// `unmatched` (404s). Available to layers added with `Router::layer`/`route_layer`,
+/// which axum runs after routing.
+pub fn route_of(req: &Request) -> String {
+    req.extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_string()
+}
+
+/// Middleware (`axum::middleware::from_fn`): one line per request, target `access`, at
+/// `info`, with `method`, `route` ([`route_of`]), `status` and `latency_ms` (until the
+/// response head: a streamed body such as an event stream is not waited for).
+///
+/// Deliberately absent: the raw path and query string (tokens travel in `?token=`, and a
+/// hostile client chooses both), every header (`Authorization`) and the body (forms carry
+/// tokens). Add it outside the timeout so timed-out requests are logged too.
+pub async fn access_log(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let route = route_of(&req);
+    let response = next.run(req).await;
+    tracing::info!(
+        target: "access",
+        %method,
+        %route,
+        status = response.status().as_u16(),
+        latency_ms = start.elapsed().as_micros() as f64 / 1000.0,
+        "request"
+    );
+    response
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if there is one. The scheme
+/// is case-insensitive (RFC 7235); surrounding spaces are ignored; the token is not
+/// altered otherwise.
+pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_string())
+}
+
+/// Whether `presented` equals `expected`, in time that does not depend on where they
+/// first differ (so response times do not reveal how much of a guess was right). Tokens
+/// of different lengths differ at once: the length is not the secret.
+pub fn token_matches(presented: &str, expected: &str) -> bool {
+    bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(auth).expect("header"),
+        );
+        h
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        assert_eq!(bearer_token(&headers("Bearer abc")).as_deref(), Some("abc"));
+        assert_eq!(
+            bearer_token(&headers(" bEaReR   abc ")).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(bearer_token(&headers("Basic abc")), None);
+        assert_eq!(bearer_token(&headers("Bearer")), None);
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(token_matches("0123456789abcdef", "0123456789abcdef"));
+        assert!(!token_matches("0123456789abcdeF", "0123456789abcdef"));
+        assert!(!token_matches("0123456789abcde", "0123456789abcdef"));
+        assert!(!token_matches("", "0123456789abcdef"));
+    }
+}
