@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sensor_node::ctl::{self, ClusterStatus};
-use sensor_node::zk::Session;
+use sensor_coord::status::{self as ctl, ClusterStatus};
+use sensor_coord::zk::Session;
 use serde::Deserialize;
 
 /// One stored average as `GET /api/v1/averages` returns it.

@@ -6,8 +6,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::coord::{parse_api_url, parse_zk_hosts, LogFormat};
 use clap::{Args, Parser, Subcommand};
+use sensor_common::LogFormat;
+use sensor_coord::config::{parse_api_url, parse_zk_hosts};
 
 /// Command line of the `sensor-dashboard` binary.
 #[derive(Debug, Parser)]

@@ -20,8 +20,11 @@
 
 use std::time::Duration;
 
-use crate::coord::{layout, zk, ConfigError, ConfigKey, Session};
 use axum::http::StatusCode;
+use sensor_coord::config::ConfigError;
+use sensor_coord::layout;
+use sensor_coord::status::ConfigKey;
+use sensor_coord::zk::{self, Session};
 use subtle::ConstantTimeEq;
 use zookeeper_client as zkc;
 

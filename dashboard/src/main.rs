@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use sensor_common::init_tracing;
 use sensor_dashboard::config::{Cli, Command, Config};
-use sensor_dashboard::coord::init_tracing;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

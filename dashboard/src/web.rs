@@ -29,11 +29,12 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::coord::{ConfigKey, Session, ValueSource};
 use crate::edit::{self, EditError};
 use crate::monitor::Monitor;
 use crate::snapshot::clip;
 use crate::view::{self, SensorRow, SENSORS_PER_PAGE};
+use sensor_coord::status::{ConfigKey, ValueSource};
+use sensor_coord::zk::Session;
 
 /// Largest request body (the config form is a few hundred bytes).
 pub const BODY_LIMIT: usize = 16 * 1024;

@@ -327,7 +327,7 @@ async fn read_registrations(session: &Session, names: &[String]) -> Option<Vec<S
     let client = session.client().ok()?;
     let mut urls = Vec::with_capacity(names.len());
     for name in names {
-        let path = format!("{}/{name}", layout::SERVICES_API);
+        let path = layout::api_instance(name);
         let read = tokio::time::timeout(Duration::from_secs(5), client.get_data(&path));
         let data = match read.await {
             Ok(Ok((data, _))) => data,

@@ -29,10 +29,8 @@ use crate::delivery::{Backoff, Delivery, DeliveryError};
 use crate::layout;
 use crate::zk::{self, Leadership, Session, ZkError};
 use crate::RoundResult;
-
-/// Rounds the API refused for good (conflicting value), kept for inspection:
-/// `/rounds/conflicts/<round>`, same JSON as the outbox.
-pub const CONFLICTS: &str = "/rounds/conflicts";
+pub use sensor_coord::layout::{conflict_entry, CONFLICTS};
+pub use sensor_coord::rounds::{read_u64, Versioned};
 
 /// Most rounds sent in one POST when draining a backlog.
 pub const BATCH: usize = 100;
@@ -208,48 +206,6 @@ impl Outbox {
             );
         }
         Ok(())
-    }
-}
-
-/// The znode of set-aside round `round` (20 digits, like the outbox, so names sort).
-pub fn conflict_entry(round: u64) -> String {
-    format!("{CONFLICTS}/{round:020}")
-}
-
-/// A number stored as ASCII in a znode, with the version to compare-and-set against
-/// (`None` when the znode does not exist). Empty or missing = 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Versioned {
-    /// The value.
-    pub value: u64,
-    /// The znode's data version, if it exists.
-    pub version: Option<i32>,
-}
-
-/// Reads an ASCII unsigned integer znode (kazoo counter style).
-pub async fn read_u64(client: &zkc::Client, path: &str) -> Result<Versioned, ZkError> {
-    match client.get_data(path).await {
-        Ok((data, stat)) => {
-            let text = String::from_utf8_lossy(&data);
-            let text = text.trim();
-            let value = if text.is_empty() {
-                0
-            } else {
-                text.parse().map_err(|_| ZkError::Malformed {
-                    path: path.to_string(),
-                    reason: format!("{text:?} is not a round number"),
-                })?
-            };
-            Ok(Versioned {
-                value,
-                version: Some(stat.version),
-            })
-        }
-        Err(zkc::Error::NoNode) => Ok(Versioned {
-            value: 0,
-            version: None,
-        }),
-        Err(e) => Err(ZkError::zk("get", path, e)),
     }
 }
 

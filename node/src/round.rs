@@ -69,6 +69,7 @@ use crate::outbox::{multi_error, Outbox};
 use crate::zk::barrier::Raised;
 use crate::zk::{self, Barrier, ChildrenWatch, Counter, Leadership, Session, ZkError};
 use crate::RoundResult;
+pub use sensor_coord::rounds::RoundState;
 
 /// Range of the simulated sensor, °C.
 pub const READING_RANGE: std::ops::Range<f64> = 15.0..35.0;
@@ -77,57 +78,6 @@ pub const READING_RANGE: std::ops::Range<f64> = 15.0..35.0;
 pub fn take_reading() -> f64 {
     let v: f64 = rand::rng().random_range(READING_RANGE);
     (v * 100.0).round() / 100.0
-}
-
-/// Where the round in progress stands, as ZooKeeper records it in `/rounds/last`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RoundState {
-    /// Number of the last committed round (0: none yet). The round in progress is `last + 1`.
-    pub last: u64,
-    /// `/rounds/last`'s data version; `None` while the znode does not exist. A write checked
-    /// against it cannot land after the next commit.
-    pub version: Option<i32>,
-    /// `Z`: zxid of the transaction that committed round `last` (`/rounds/last`'s mzxid), 0
-    /// before the first commit.
-    pub closed_at: i64,
-}
-
-impl RoundState {
-    /// Reads `/rounds/last`. A missing znode is "no round committed yet"; unparseable data
-    /// is [`ZkError::Malformed`] (only leaders write it: 0 with the first barrier, then commits).
-    pub async fn read(client: &zkc::Client) -> Result<RoundState, ZkError> {
-        match client.get_data(layout::ROUNDS_LAST).await {
-            Ok((data, stat)) => {
-                let text = String::from_utf8_lossy(&data);
-                let text = text.trim();
-                let last: u64 = if text.is_empty() {
-                    0
-                } else {
-                    text.parse().map_err(|_| ZkError::Malformed {
-                        path: layout::ROUNDS_LAST.into(),
-                        reason: format!("{text:?} is not a round number"),
-                    })?
-                };
-                Ok(RoundState {
-                    last,
-                    version: Some(stat.version),
-                    closed_at: if last == 0 { 0 } else { stat.mzxid },
-                })
-            }
-            Err(zkc::Error::NoNode) => Ok(RoundState {
-                last: 0,
-                version: None,
-                closed_at: 0,
-            }),
-            Err(e) => Err(ZkError::zk("get", layout::ROUNDS_LAST, e)),
-        }
-    }
-
-    /// The one freshness rule: a reading whose znode was last written at `mzxid` counts for
-    /// the round in progress iff it was written after the previous round closed.
-    pub fn counts(&self, mzxid: i64) -> bool {
-        mzxid > self.closed_at
-    }
 }
 
 /// What became of a reading handed to [`publish_reading`].

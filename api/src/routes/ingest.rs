@@ -14,7 +14,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use sensor_node::result::BatchAnswer;
+use sensor_coord::wire::BatchAnswer;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 

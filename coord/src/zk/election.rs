@@ -90,16 +90,17 @@ impl Election {
             .filter_map(|n| contender_sequence(&n).map(|s| (s, n)))
             .collect();
         seqs.sort();
-        let mut out = Vec::with_capacity(seqs.len());
-        for (_, name) in seqs {
-            let p = format!("{}/{}", self.path, name);
-            match client.get_data(&p).await {
-                Ok((data, _)) => out.push(String::from_utf8_lossy(&data).into_owned()),
-                Err(zk::Error::NoNode) => {}
-                Err(e) => return Err(ZkError::zk("get", &p, e)),
-            }
-        }
-        Ok(out)
+        // Pipelined: one round trip for the lot, not one per contender.
+        let paths: Vec<String> = seqs
+            .iter()
+            .map(|(_, name)| format!("{}/{}", self.path, name))
+            .collect();
+        Ok(super::get_many_opt(&client, &paths)
+            .await?
+            .into_iter()
+            .flatten()
+            .map(|(data, _)| String::from_utf8_lossy(&data).into_owned())
+            .collect())
     }
 
     fn timeout(&self) -> Duration {

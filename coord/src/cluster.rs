@@ -25,8 +25,8 @@
 use zookeeper_client as zkc;
 
 use crate::layout;
-use crate::outbox::read_u64;
-use crate::result::ClusterId;
+use crate::rounds::read_u64;
+use crate::wire::ClusterId;
 use crate::zk::{self, ZkError};
 
 /// The ensemble's cluster id, creating [`layout::CLUSTER`] if it does not exist yet (see
