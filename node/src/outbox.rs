@@ -31,6 +31,7 @@ use crate::zk::{self, Leadership, Session, ZkError};
 use crate::RoundResult;
 pub use sensor_coord::layout::{conflict_entry, CONFLICTS};
 pub use sensor_coord::rounds::{read_u64, Versioned};
+pub use sensor_coord::zk::election::multi_error;
 
 /// Most rounds sent in one POST when draining a backlog.
 pub const BATCH: usize = 100;
@@ -130,34 +131,25 @@ impl Outbox {
             }
         }
         let delivered = read_u64(&client, layout::ROUNDS_DELIVERED).await?;
-        let mut txn = client.new_multi_writer();
-        let bad = |e| ZkError::zk("multi", layout::OUTBOX, e);
-        txn.add_check_version(leader.guard_path(), 0).map_err(bad)?;
+        let mut txn = leader.guarded_multi(&client, layout::OUTBOX);
         for r in &existing {
-            txn.add_delete(&layout::outbox_entry(*r), None)
-                .map_err(bad)?;
+            txn.delete(&layout::outbox_entry(*r), None);
         }
         if last > delivered.value {
             match delivered.version {
-                Some(v) => txn
-                    .add_set_data(
-                        layout::ROUNDS_DELIVERED,
-                        last.to_string().as_bytes(),
-                        Some(v),
-                    )
-                    .map_err(bad)?,
-                None => txn
-                    .add_create(
-                        layout::ROUNDS_DELIVERED,
-                        last.to_string().as_bytes(),
-                        &zk::persistent(),
-                    )
-                    .map_err(bad)?,
-            }
+                Some(v) => txn.set_data(
+                    layout::ROUNDS_DELIVERED,
+                    last.to_string().as_bytes(),
+                    Some(v),
+                ),
+                None => txn.create(
+                    layout::ROUNDS_DELIVERED,
+                    last.to_string().as_bytes(),
+                    &zk::persistent(),
+                ),
+            };
         }
-        txn.commit()
-            .await
-            .map_err(|e| multi_error(layout::OUTBOX, e))?;
+        txn.commit().await?;
         Ok(())
     }
 
@@ -187,17 +179,13 @@ impl Outbox {
         kept.sort_unstable();
         let excess = (kept.len() + 1).saturating_sub(self.conflicts_limit);
         let dropped = &kept[..excess.min(kept.len())];
-        let mut txn = client.new_multi_writer();
-        let bad = |e| ZkError::zk("multi", CONFLICTS, e);
-        txn.add_check_version(leader.guard_path(), 0).map_err(bad)?;
+        let mut txn = leader.guarded_multi(&client, CONFLICTS);
         for r in dropped {
-            txn.add_delete(&conflict_entry(*r), None).map_err(bad)?;
+            txn.delete(&conflict_entry(*r), None);
         }
-        txn.add_delete(&layout::outbox_entry(result.round), None)
-            .map_err(bad)?;
-        txn.add_create(&conflict_entry(result.round), &data, &zk::persistent())
-            .map_err(bad)?;
-        txn.commit().await.map_err(|e| multi_error(CONFLICTS, e))?;
+        txn.delete(&layout::outbox_entry(result.round), None);
+        txn.create(&conflict_entry(result.round), &data, &zk::persistent());
+        txn.commit().await?;
         for r in dropped {
             tracing::error!(
                 round = *r,
@@ -207,21 +195,6 @@ impl Outbox {
         }
         Ok(())
     }
-}
-
-/// Maps a failed multi to [`ZkError`]: a failed check means we are not leader any more.
-pub fn multi_error(path: &str, err: zkc::MultiWriteError) -> ZkError {
-    match err {
-        zkc::MultiWriteError::RequestFailed { source } => ZkError::zk("multi", path, source),
-        zkc::MultiWriteError::OperationFailed { index: 0, source } if is_check_failure(&source) => {
-            ZkError::LeadershipLost
-        }
-        zkc::MultiWriteError::OperationFailed { source, .. } => ZkError::zk("multi", path, source),
-    }
-}
-
-fn is_check_failure(e: &zkc::Error) -> bool {
-    matches!(e, zkc::Error::NoNode | zkc::Error::BadVersion)
 }
 
 /// Drains the outbox while `leader` leads: sends the oldest rounds in order, in batches of

@@ -428,21 +428,17 @@ async fn one_round(
             stat.czxid
         }
         Ok(None) => {
-            let mut txn = client.new_multi_writer();
-            let bad = |e| ZkError::zk("multi", layout::BARRIER, e);
-            txn.add_check_version(leader.guard_path(), 0).map_err(bad)?;
-            txn.add_create(
+            let mut txn = leader.guarded_multi(&client, layout::BARRIER);
+            txn.create(
                 layout::BARRIER,
                 round.to_string().as_bytes(),
                 &zk::persistent(),
-            )
-            .map_err(bad)?;
+            );
             // Before the first round: /rounds/last = 0, so followers can guard their writes.
             if state.version.is_none() {
-                txn.add_create(layout::ROUNDS_LAST, b"0", &zk::persistent())
-                    .map_err(bad)?;
+                txn.create(layout::ROUNDS_LAST, b"0", &zk::persistent());
             }
-            match txn.commit().await {
+            match txn.commit_raw().await? {
                 Ok(_) if state.version.is_none() => state.version = Some(0),
                 Ok(_) => {}
                 Err(zkc::MultiWriteError::OperationFailed {
@@ -506,7 +502,7 @@ async fn one_round(
     // (SIGTERM: the campaign loop drops this future to resign) while the transaction is on
     // the wire must still report a commit that ZooKeeper applied. Resigning deletes the
     // election znode after it on the same session, so the commit's answer arrives first.
-    let guard = leader.guard_path().to_string();
+    let guard = leader.guard();
     let included: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
     let values: Vec<f64> = readings.iter().map(|(_, v)| *v).collect();
     let (id, since, version, logged) = (
@@ -516,28 +512,21 @@ async fn one_round(
         result.clone(),
     );
     let commit = tokio::spawn(async move {
-        let mut txn = client.new_multi_writer();
-        let bad = |e| ZkError::zk("multi", layout::ROUNDS, e);
-        txn.add_check_version(&guard, 0).map_err(bad)?;
-        txn.add_create(&layout::outbox_entry(round), &data, &zk::persistent())
-            .map_err(bad)?;
+        let mut txn = guard.multi(&client, layout::ROUNDS);
+        txn.create(&layout::outbox_entry(round), &data, &zk::persistent());
         match version {
-            Some(v) => txn
-                .add_set_data(layout::ROUNDS_LAST, round.to_string().as_bytes(), Some(v))
-                .map_err(bad)?,
-            None => txn
-                .add_create(
-                    layout::ROUNDS_LAST,
-                    round.to_string().as_bytes(),
-                    &zk::persistent(),
-                )
-                .map_err(bad)?,
-        }
-        txn.add_delete(layout::BARRIER, None).map_err(bad)?;
+            Some(v) => txn.set_data(layout::ROUNDS_LAST, round.to_string().as_bytes(), Some(v)),
+            None => txn.create(
+                layout::ROUNDS_LAST,
+                round.to_string().as_bytes(),
+                &zk::persistent(),
+            ),
+        };
+        txn.delete(layout::BARRIER, None);
         // Logged before the answer: if it is lost (connection loss, SIGKILL), whoever reads
         // the logs can still tell what this leader tried to commit.
         tracing::debug!(node = %id, round, barrier, since, value = logged.value, samples = logged.samples, fencing = logged.fencing, included = ?included, values = ?values, "round commit sent");
-        match txn.commit().await {
+        match txn.commit_raw().await? {
             Ok(_) => {
                 tracing::debug!(node = %id, round, barrier, since, included = ?included, values = ?values, "round readings averaged");
                 // Overhead beyond the period: close deadline -> commit acknowledged. The
@@ -602,19 +591,14 @@ async fn reopen_barrier(
     leader: &Leadership,
     round: u64,
 ) -> Result<i64, ZkError> {
-    let mut txn = client.new_multi_writer();
-    let bad = |e| ZkError::zk("multi", layout::BARRIER, e);
-    txn.add_check_version(leader.guard_path(), 0).map_err(bad)?;
-    txn.add_delete(layout::BARRIER, None).map_err(bad)?;
-    txn.add_create(
+    let mut txn = leader.guarded_multi(client, layout::BARRIER);
+    txn.delete(layout::BARRIER, None);
+    txn.create(
         layout::BARRIER,
         round.to_string().as_bytes(),
         &zk::persistent(),
-    )
-    .map_err(bad)?;
-    txn.commit()
-        .await
-        .map_err(|e| multi_error(layout::BARRIER, e))?;
+    );
+    txn.commit().await?;
     match client.check_stat(layout::BARRIER).await {
         Ok(Some(stat)) => Ok(stat.czxid),
         Ok(None) => Err(ZkError::zk("exists", layout::BARRIER, zkc::Error::NoNode)),

@@ -26,7 +26,7 @@ pub mod watch;
 
 pub use barrier::Barrier;
 pub use counter::Counter;
-pub use election::{Election, Leadership};
+pub use election::{Election, GuardedMulti, LeaderGuard, Leadership};
 pub use session::{ConnState, Session, SessionConfig, SessionStatus};
 pub use watch::{ChildrenWatch, DataWatch, NodeData};
 
