@@ -6,7 +6,7 @@
 use zookeeper_client as zkc;
 
 use crate::layout;
-use crate::zk::ZkError;
+use crate::zk::{self, ZkError};
 
 /// Where the round in progress stands, as ZooKeeper records it in `/rounds/last`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,31 +25,18 @@ impl RoundState {
     /// Reads `/rounds/last`. A missing znode is "no round committed yet"; unparseable data
     /// is [`ZkError::Malformed`] (only leaders write it: 0 with the first barrier, then commits).
     pub async fn read(client: &zkc::Client) -> Result<RoundState, ZkError> {
-        match client.get_data(layout::ROUNDS_LAST).await {
-            Ok((data, stat)) => {
-                let text = String::from_utf8_lossy(&data);
-                let text = text.trim();
-                let last: u64 = if text.is_empty() {
-                    0
-                } else {
-                    text.parse().map_err(|_| ZkError::Malformed {
-                        path: layout::ROUNDS_LAST.into(),
-                        reason: format!("{text:?} is not a round number"),
-                    })?
-                };
-                Ok(RoundState {
-                    last,
-                    version: Some(stat.version),
-                    closed_at: if last == 0 { 0 } else { stat.mzxid },
-                })
-            }
-            Err(zkc::Error::NoNode) => Ok(RoundState {
+        Ok(match read_number(client, layout::ROUNDS_LAST).await? {
+            Some((last, stat)) => RoundState {
+                last,
+                version: Some(stat.version),
+                closed_at: if last == 0 { 0 } else { stat.mzxid },
+            },
+            None => RoundState {
                 last: 0,
                 version: None,
                 closed_at: 0,
-            }),
-            Err(e) => Err(ZkError::zk("get", layout::ROUNDS_LAST, e)),
-        }
+            },
+        })
     }
 
     /// The one freshness rule: a reading whose znode was last written at `mzxid` counts for
@@ -71,27 +58,36 @@ pub struct Versioned {
 
 /// Reads an ASCII unsigned integer znode (kazoo counter style).
 pub async fn read_u64(client: &zkc::Client, path: &str) -> Result<Versioned, ZkError> {
-    match client.get_data(path).await {
-        Ok((data, stat)) => {
-            let text = String::from_utf8_lossy(&data);
-            let text = text.trim();
-            let value = if text.is_empty() {
-                0
-            } else {
-                text.parse().map_err(|_| ZkError::Malformed {
-                    path: path.to_string(),
-                    reason: format!("{text:?} is not a round number"),
-                })?
-            };
-            Ok(Versioned {
-                value,
-                version: Some(stat.version),
-            })
-        }
-        Err(zkc::Error::NoNode) => Ok(Versioned {
+    Ok(match read_number(client, path).await? {
+        Some((value, stat)) => Versioned {
+            value,
+            version: Some(stat.version),
+        },
+        None => Versioned {
             value: 0,
             version: None,
-        }),
-        Err(e) => Err(ZkError::zk("get", path, e)),
-    }
+        },
+    })
+}
+
+/// An ASCII round number znode (empty = 0) and its stat; `None` when it does not exist,
+/// [`ZkError::Malformed`] when it holds something else.
+async fn read_number(
+    client: &zkc::Client,
+    path: &str,
+) -> Result<Option<(u64, zkc::Stat)>, ZkError> {
+    let Some((data, stat)) = zk::get_opt(client, path).await? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&data);
+    let text = text.trim();
+    let value = if text.is_empty() {
+        0
+    } else {
+        text.parse().map_err(|_| ZkError::Malformed {
+            path: path.to_string(),
+            reason: format!("{text:?} is not a round number"),
+        })?
+    };
+    Ok(Some((value, stat)))
 }

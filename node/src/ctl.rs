@@ -222,11 +222,7 @@ pub async fn config_unset(
     timeout: Duration,
 ) -> Result<bool, CtlError> {
     let existed = zk::retrying(session, timeout, |client| async move {
-        match client.delete(key.znode(), None).await {
-            Ok(()) => Ok(true),
-            Err(zkc::Error::NoNode) => Ok(false),
-            Err(e) => Err(ZkError::zk("delete", key.znode(), e)),
-        }
+        zk::delete_opt(&client, key.znode(), None).await
     })
     .await?;
     Ok(existed)
@@ -277,12 +273,9 @@ pub async fn conflicts_purge(
         };
         let mut deleted = Vec::new();
         for r in rounds {
-            let path = conflict_entry(r);
-            match client.delete(&path, None).await {
-                Ok(()) => deleted.push(r),
-                // Gone already (a retry after a lost answer, or another operator).
-                Err(zkc::Error::NoNode) => {}
-                Err(e) => return Err(ZkError::zk("delete", &path, e)),
+            // Absent: gone already (a retry after a lost answer, or another operator).
+            if zk::delete_opt(&client, &conflict_entry(r), None).await? {
+                deleted.push(r);
             }
         }
         Ok(deleted)

@@ -80,11 +80,9 @@ impl Election {
     /// the current leader. Nodes that vanish while listing are skipped.
     pub async fn contenders(&self) -> Result<Vec<String>, ZkError> {
         let client = self.session.wait_connected_for(self.timeout()).await?;
-        let children = match client.list_children(&self.path).await {
-            Ok(c) => c,
-            Err(zk::Error::NoNode) => return Ok(Vec::new()),
-            Err(e) => return Err(ZkError::zk("list", &self.path, e)),
-        };
+        let children = super::children_opt(&client, &self.path)
+            .await?
+            .unwrap_or_default();
         let mut seqs: Vec<(i64, String)> = children
             .into_iter()
             .filter_map(|n| contender_sequence(&n).map(|s| (s, n)))
@@ -169,10 +167,8 @@ impl Election {
     /// would otherwise sit in the queue for as long as the session lives.
     async fn remove_leftovers(&self, client: &zk::Client, prefix: &str) -> Result<(), ZkError> {
         let my_session = client.session_id().0;
-        let children = match client.list_children(&self.path).await {
-            Ok(c) => c,
-            Err(zk::Error::NoNode) => return Ok(()),
-            Err(e) => return Err(ZkError::zk("list", &self.path, e)),
+        let Some(children) = super::children_opt(client, &self.path).await? else {
+            return Ok(());
         };
         for name in children {
             if name.starts_with(prefix) || contender_sequence(&name).is_none() {
@@ -187,12 +183,8 @@ impl Election {
             if stat.ephemeral_owner != my_session {
                 continue;
             }
-            match client.delete(&path, None).await {
-                Ok(()) | Err(zk::Error::NoNode) => {
-                    tracing::warn!(node = %path, "election: removed a leftover contender of this session (an earlier delete was lost)");
-                }
-                Err(e) => return Err(ZkError::zk("delete", &path, e)),
-            }
+            super::delete_opt(client, &path, None).await?;
+            tracing::warn!(node = %path, "election: removed a leftover contender of this session (an earlier delete was lost)");
         }
         Ok(())
     }

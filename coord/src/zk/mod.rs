@@ -149,6 +149,20 @@ pub async fn children_opt(client: &zk::Client, path: &str) -> Result<Option<Vec<
     }
 }
 
+/// Deletes `path` (compare-and-set on `version` when given); `false` if it did not exist
+/// (absent is fine: deleted already by a retry or someone else). Other errors are returned.
+pub async fn delete_opt(
+    client: &zk::Client,
+    path: &str,
+    version: Option<i32>,
+) -> Result<bool, ZkError> {
+    match client.delete(path, version).await {
+        Ok(()) => Ok(true),
+        Err(zk::Error::NoNode) => Ok(false),
+        Err(e) => Err(ZkError::zk("delete", path, e)),
+    }
+}
+
 /// kazoo's `ensure_path`: creates `path` and its missing ancestors as persistent znodes with
 /// empty data; existing ones are left alone.
 pub async fn ensure_path(client: &zk::Client, path: &str) -> Result<(), ZkError> {
