@@ -54,7 +54,7 @@ pub fn start(config: &config::Config) -> (Session, axum::Router) {
         monitor,
         session.clone(),
         web::Settings {
-            admin_token: config.admin_token().map(str::to_string),
+            admin_token: config.admin_token().map(sensor_common::Secret::new),
             api_public_url: config.api_public_url.clone().or(config.api_url.clone()),
             grafana_url: config.grafana_url.clone(),
             zk_timeout: config.zk_timeout,

@@ -33,6 +33,7 @@ use crate::edit::{self, EditError};
 use crate::monitor::Monitor;
 use crate::snapshot::clip;
 use crate::view::{self, SensorRow, SENSORS_PER_PAGE};
+use sensor_common::Secret;
 use sensor_coord::status::{ConfigKey, ValueSource};
 use sensor_coord::zk::Session;
 
@@ -61,7 +62,7 @@ pub struct AppState {
 /// The web settings.
 pub struct Settings {
     /// Admin token; `None` = read-only.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     /// Link to the API's history page (public URL), if known.
     pub api_public_url: Option<String>,
     /// Link to Grafana, if configured.
@@ -367,7 +368,7 @@ async fn post_config(
     let printable = |s: &str, max| clip(&s.replace(char::is_control, " "), max);
     let editor = printable(form.editor.trim(), 64);
     let result = async {
-        edit::check_token(state.settings.admin_token.as_deref(), &form.token)?;
+        edit::check_token(state.settings.admin_token.as_ref(), &form.token)?;
         let key = edit::parse_key(&form.key)?;
         let expected = edit::parse_version(&form.version)?;
         let old = state

@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 use serde::Serialize;
 use zookeeper_client as zkc;
 
+use sensor_common::duration::parse_seconds;
 use sensor_coord::config::{parse_zk_hosts, ConfigError};
 use sensor_coord::layout::{self, conflict_entry};
 use sensor_coord::status::{self as state, Unreachable};
@@ -50,7 +51,7 @@ pub struct CtlArgs {
         env = "SENSORCTL_TIMEOUT",
         value_name = "SECONDS",
         default_value = "10",
-        value_parser = parse_timeout,
+        value_parser = parse_seconds,
         global = true
     )]
     pub timeout: Duration,
@@ -58,15 +59,6 @@ pub struct CtlArgs {
     /// What to do.
     #[command(subcommand)]
     pub command: CtlCommand,
-}
-
-fn parse_timeout(raw: &str) -> Result<Duration, String> {
-    match raw.trim().parse::<f64>() {
-        Ok(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!(
-            "invalid timeout {raw:?}: expected seconds in (0, 3600]"
-        )),
-    }
 }
 
 /// `sensorctl` subcommands.
