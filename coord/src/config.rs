@@ -234,3 +234,94 @@ pub fn parse_zk_hosts(raw: &str) -> Result<String, ConfigError> {
     }
     Ok(text.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_period_accepts_decimals_and_rejects_nonsense() {
+        assert_eq!(parse_sampling_period("5").unwrap(), Duration::from_secs(5));
+        assert_eq!(
+            parse_sampling_period(" 0.5\n").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_sampling_period("3600").unwrap(),
+            Duration::from_secs(3600)
+        );
+        for bad in [
+            "abc",
+            "-1",
+            "0",
+            "0.0",
+            "NaN",
+            "inf",
+            "",
+            "3600.5",
+            "0.0000001",
+            "5s",
+        ] {
+            let err = parse_sampling_period(bad).unwrap_err();
+            assert_eq!(err.field(), "sampling_period", "{bad}");
+            assert!(err.to_string().contains("sampling_period"), "{err}");
+        }
+    }
+
+    #[test]
+    fn api_url_needs_scheme_and_host() {
+        assert_eq!(
+            parse_api_url("http://api:8080/").unwrap(),
+            "http://api:8080"
+        );
+        assert_eq!(
+            parse_api_url("https://x.example/p").unwrap(),
+            "https://x.example/p"
+        );
+        for bad in [
+            "api:8080",
+            "localhost",
+            "ftp://x",
+            "http://",
+            "",
+            "http://a/?q=1",
+        ] {
+            let err = parse_api_url(bad).unwrap_err();
+            assert_eq!(err.field(), "api_url", "{bad}");
+        }
+    }
+
+    #[test]
+    fn node_id_is_a_znode_name() {
+        assert_eq!(parse_node_id("node-1.a_b").unwrap(), "node-1.a_b");
+        for bad in ["", "a/b", "a b", ".", "..", "é"] {
+            assert_eq!(parse_node_id(bad).unwrap_err().field(), "id", "{bad}");
+        }
+    }
+
+    #[test]
+    fn zk_hosts_syntax() {
+        for good in [
+            "127.0.0.1:2181",
+            "zk1:2181,zk2:2181,zk3:2181",
+            "zk1:2181/app/x",
+            "[::1]:2181",
+            "zk:2181/",
+        ] {
+            assert_eq!(parse_zk_hosts(good).unwrap(), good);
+        }
+        for bad in [
+            "",
+            "zk1",
+            "zk1:",
+            "zk1:0",
+            "zk1:99999",
+            ":2181",
+            "a:1,,b:2",
+            "a:1/x//y",
+            "a:1/x/",
+        ] {
+            assert_eq!(parse_zk_hosts(bad).unwrap_err().field(), "zk", "{bad}");
+        }
+    }
+}
