@@ -135,12 +135,8 @@ impl AppState {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+// The one constant-time comparison (subtle), shared with the dashboard's admin token.
+use sensor_common::secret::ct_eq as constant_time_eq;
 
 /// Content-Security-Policy of the HTML pages: only our own static script and stylesheet,
 /// no inline code, no framing.
