@@ -2,6 +2,7 @@
 //!
 //! Every error answer is JSON: `{"error": "<what is wrong>", "field": "<which input>"}`
 //! (`field` only when one input is to blame), so clients never parse HTML or plain text.
+//! The shape is the wire contract's [`ErrorBody`], the type the nodes decode it into.
 //! Errors our handlers never see (axum's extractor rejections: bad path parameters,
 //! oversized bodies, wrong content types) are rewritten to JSON by [`json_errors`], in the
 //! envelope of the API they hit (`/prom` Prometheus', `/grafana` the datasource's).
@@ -16,6 +17,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use sensor_coord::wire::{ErrorBody, ItemResult};
 use serde_json::json;
 
 use crate::store::StoreError;
@@ -46,8 +48,9 @@ pub enum ApiError {
     Conflict {
         /// What conflicted.
         message: String,
-        /// Extra JSON for the client (per-item results).
-        detail: serde_json::Value,
+        /// The per-item outcome, in request order (the wire contract's statuses, which
+        /// the leader decodes to tell a conflict from a stale leader).
+        results: Vec<ItemResult>,
     },
     /// 413: the body exceeds the limit.
     #[error("request body larger than {0} bytes")]
@@ -103,13 +106,27 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let blamed = |field: &str| Some(field.to_string());
         let body = match &self {
-            ApiError::BadRequest { message, field } => json!({"error": message, "field": field}),
-            ApiError::TooLarge(_) => json!({"error": self.to_string(), "field": "body"}),
-            ApiError::Conflict { message, detail } => {
-                json!({"error": message, "field": "round", "results": detail})
-            }
-            other => json!({"error": other.to_string()}),
+            ApiError::BadRequest { message, field } => ErrorBody {
+                error: message.clone(),
+                field: blamed(field),
+                results: Vec::new(),
+            },
+            ApiError::TooLarge(_) => ErrorBody {
+                error: self.to_string(),
+                field: blamed("body"),
+                results: Vec::new(),
+            },
+            ApiError::Conflict { message, results } => ErrorBody {
+                error: message.clone(),
+                field: blamed("round"),
+                results: results.clone(),
+            },
+            other => ErrorBody {
+                error: other.to_string(),
+                ..ErrorBody::default()
+            },
         };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -178,9 +195,16 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
         status,
         StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE
     ) {
-        json!({"error": text, "field": "body"})
+        json!(ErrorBody {
+            error: text,
+            field: Some("body".to_string()),
+            results: Vec::new(),
+        })
     } else {
-        json!({ "error": text })
+        json!(ErrorBody {
+            error: text,
+            ..ErrorBody::default()
+        })
     };
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(

@@ -28,14 +28,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sensor_node::result::ClusterId;
-use sensor_node::zk::{ensure_path, Session};
+use sensor_coord::wire::ClusterId;
+use sensor_coord::zk::{ensure_path, Session};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use zookeeper_client as zk;
 
 /// The znode whose writes reveal the current zxid.
-pub const PROBE_PATH: &str = "/services/api-fence-probe";
+pub const PROBE_PATH: &str = sensor_coord::layout::FENCE_PROBE;
 
 /// Longest wait for ZooKeeper during one refresh.
 pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -66,7 +66,7 @@ pub const ENSEMBLE_ID_TTL: Duration = Duration::from_secs(10);
 /// Checks fencing tokens against the ensemble's zxid; cheap to clone.
 ///
 /// Tokens are comparable only with the zxids of the ensemble that issued them, and each
-/// cluster id names one ensemble ([`sensor_node::cluster`]). So a token is checked only when
+/// cluster id names one ensemble ([`sensor_coord::cluster`]). So a token is checked only when
 /// its batch belongs to the cluster of the ensemble this API is connected to (its `/cluster`
 /// znode; `default` while absent). A batch of another cluster cannot be verified here and is
 /// let through, as without ZooKeeper: a forged token there can only become the fence of that
@@ -147,7 +147,7 @@ impl FenceCheck {
             .wait_connected()
             .await
             .map_err(|e| FenceError::Unverifiable(e.to_string()))?;
-        let id = sensor_node::cluster::read(&client)
+        let id = sensor_coord::cluster::read(&client)
             .await
             .map_err(|e| FenceError::Unverifiable(e.to_string()))?
             .unwrap_or_default();

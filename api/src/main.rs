@@ -6,13 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use sensor_api::config::{Cli, Command, Config, LogFormat};
+use sensor_api::config::{Cli, Command, Config};
 use sensor_api::fence::FenceCheck;
 use sensor_api::retention::RetentionPolicy;
 use sensor_api::serve::Limits;
 use sensor_api::store::{Store, StoreConfig};
 use sensor_api::{app, AppState};
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -36,7 +35,7 @@ fn main() -> ExitCode {
         Some(Command::Healthcheck { url, timeout }) => {
             let url = url
                 .unwrap_or_else(|| format!("http://127.0.0.1:{}/readyz", cli.config.listen.port()));
-            match runtime.block_on(healthcheck(&url, timeout)) {
+            match runtime.block_on(sensor_common::health::check(&url, timeout)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sensor-api healthcheck: {e:#}");
@@ -67,34 +66,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn healthcheck(url: &str, timeout: Duration) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder().timeout(timeout).build()?;
-    let response = client
-        .get(url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
-    let status = response.status();
-    anyhow::ensure!(status.is_success(), "GET {url} answered {status}");
-    println!("{url}: {status}");
-    Ok(())
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only for a terminal: log files and container logs stay plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 async fn serve(config: Config) -> anyhow::Result<()> {
-    init_logging(config.log_format);
+    sensor_common::init_tracing(config.log_format);
     let store = Store::open(
         &config.redis_url,
         &StoreConfig {
@@ -149,7 +122,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             let _ = rx.wait_for(|stop| *stop).await;
         },
     ));
-    shutdown_signal().await;
+    sensor_common::shutdown::signal().await;
     tracing::info!(
         grace_ms = config.shutdown_grace.as_millis() as u64,
         "shutting down: finishing in-flight requests"
@@ -196,29 +169,5 @@ async fn warn_if_redis_evicts(config: &Config) {
         Err(_) => tracing::warn!(
             "redis did not answer CONFIG GET maxmemory-policy in time; make sure it is noeviction"
         ),
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }

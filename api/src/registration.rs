@@ -16,14 +16,15 @@
 
 use std::time::Duration;
 
-use sensor_node::zk::{ensure_path, ephemeral, ConnState, Session, SessionConfig, ZkError};
+use sensor_coord::layout;
+use sensor_coord::zk::{ensure_path, ephemeral, ConnState, Session, SessionConfig, ZkError};
 use tokio::task::JoinHandle;
 use zookeeper_client as zk;
 
 use crate::config::Config;
 
 /// Parent znode of every API instance's registration.
-pub const SERVICES_PATH: &str = "/services/api";
+pub const SERVICES_PATH: &str = layout::SERVICES_API;
 
 /// Session timeout requested from ZooKeeper (clamped by the server).
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,7 +45,7 @@ impl Registration {
     /// connecting and (re-)creating happen in the background for as long as it runs.
     pub fn start(connect_string: &str, id: &str, url: &str) -> Registration {
         let session = Session::start(SessionConfig::new(connect_string, SESSION_TIMEOUT));
-        let path = format!("{SERVICES_PATH}/{id}");
+        let path = layout::api_instance(id);
         let task = tokio::spawn(run(session.clone(), path.clone(), url.to_string()));
         Registration {
             session,
@@ -193,7 +194,7 @@ async fn run(session: Session, path: String, url: String) {
 
 /// Resolves when the session leaves `Connected` (suspended, expired, new generation).
 async fn wait_for_trouble(
-    status: &mut tokio::sync::watch::Receiver<sensor_node::zk::SessionStatus>,
+    status: &mut tokio::sync::watch::Receiver<sensor_coord::zk::SessionStatus>,
 ) {
     loop {
         if status.changed().await.is_err() {

@@ -88,7 +88,7 @@ const RAW_PAGE: usize = 5_000;
 /// How many points one retention script call deletes, so Redis serves ingest in between.
 const RETENTION_BATCH: usize = 500;
 
-pub use sensor_node::result::ClusterId;
+pub use sensor_coord::wire::ClusterId;
 
 /// One stored average, as the nodes deliver it (plus the server-side parsed time).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -186,11 +186,11 @@ pub enum NewPoint {
 }
 
 /// What happened to one item of an ingest call: the wire contract's per-item status,
-/// shared with the nodes (see [`sensor_node::result`]).
-pub use sensor_node::result::ItemStatus as IngestStatus;
+/// shared with the nodes (see [`sensor_coord::wire`]).
+pub use sensor_coord::wire::ItemStatus as IngestStatus;
 
-/// Outcome of one ingested item (the wire contract's [`sensor_node::result::ItemResult`]).
-pub use sensor_node::result::ItemResult as IngestResult;
+/// Outcome of one ingested item (the wire contract's [`sensor_coord::wire::ItemResult`]).
+pub use sensor_coord::wire::ItemResult as IngestResult;
 
 /// A position in the time order: the `(taken_at_ms, member)` of a point. Pages continue
 /// strictly before (older) or after (newer) it.

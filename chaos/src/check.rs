@@ -2,7 +2,7 @@
 //! agree with the delivery guarantees. Each invariant gives a [`Verdict`]; any failed one
 //! is a bug in the system (the suite's exit status says so).
 //!
-//! Evidence comes from the nodes' JSON logs (`RUST_LOG=info,sensor_node=debug`):
+//! Evidence comes from the nodes' JSON logs (`RUST_LOG=info,sensor_node=debug,sensor_coord=debug`):
 //! * `round committed` (leader): round, value, samples, fencing — one line per commit;
 //! * `round readings averaged` (leader, debug): round, barrier (czxid of the round's last
 //!   barrier), since (zxid of the previous commit) and the sensors `included`;

@@ -259,7 +259,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Report> {
         zk_end.outbox.is_some_and(|n| n == 0) && stored.is_some() && stored == zk_end.last_committed
     });
     zk_end.conflicts =
-        rt.block_on(obs.children(sensor_node::outbox::CONFLICTS, Duration::from_secs(10)));
+        rt.block_on(obs.children(sensor_coord::layout::CONFLICTS, Duration::from_secs(10)));
     stack.unexpected_exits();
     // The dashboard, when it ran, must still serve its cluster state after all that.
     let dashboard_verdict = stack.dashboard_url.clone().map(|url| {

@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sensor_node::ctl::{self, ClusterStatus};
-use sensor_node::zk::Session;
+use sensor_coord::status::{self as ctl, ClusterStatus};
+use sensor_coord::zk::{self, Session};
 use serde::Deserialize;
 
 /// One stored average as `GET /api/v1/averages` returns it.
@@ -104,9 +104,8 @@ impl Observer {
     pub async fn children(&self, path: &str, timeout: Duration) -> Option<usize> {
         let session: Session = ctl::connect(&self.zk_hosts, timeout).await.ok()?;
         let client = session.client().ok()?;
-        let n = match tokio::time::timeout(timeout, client.list_children(path)).await {
-            Ok(Ok(c)) => Some(c.len()),
-            Ok(Err(zookeeper_client::Error::NoNode)) => Some(0),
+        let n = match tokio::time::timeout(timeout, zk::children_opt(&client, path)).await {
+            Ok(Ok(c)) => Some(c.map_or(0, |c| c.len())),
             _ => None,
         };
         drop(client);

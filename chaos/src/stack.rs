@@ -244,7 +244,7 @@ impl Stack {
             .env("LOG_FORMAT", "json")
             // Debug on the round module: the leader's list of counted sensors and each
             // sensor's reading, which the checker recomputes averages from.
-            .env("RUST_LOG", "info,sensor_node=debug");
+            .env("RUST_LOG", "info,sensor_node=debug,sensor_coord=debug");
         let proc = Proc::spawn(&node.name, cmd, &node.log).context("spawn sensor-node")?;
         node.proc = Some(proc);
         Ok(())

@@ -6,8 +6,9 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::coord::{parse_api_url, parse_zk_hosts, LogFormat};
 use clap::{Args, Parser, Subcommand};
+use sensor_common::LogFormat;
+use sensor_coord::config::{parse_api_url, parse_zk_hosts};
 
 /// Command line of the `sensor-dashboard` binary.
 #[derive(Debug, Parser)]
@@ -101,14 +102,7 @@ pub struct Config {
 }
 
 /// Parses a positive number of seconds (`1`, `0.5`) up to one hour.
-pub fn parse_seconds(raw: &str) -> Result<Duration, String> {
-    match raw.trim().parse::<f64>() {
-        Ok(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!(
-            "invalid duration {raw:?}: expected seconds in (0, 3600], e.g. 1 or 0.5"
-        )),
-    }
-}
+pub use sensor_common::duration::parse_seconds;
 
 /// A setting that parsed but makes no sense.
 #[derive(Debug, thiserror::Error)]

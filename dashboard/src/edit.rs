@@ -20,8 +20,12 @@
 
 use std::time::Duration;
 
-use crate::coord::{layout, zk, ConfigError, ConfigKey, Session};
 use axum::http::StatusCode;
+use sensor_common::Secret;
+use sensor_coord::config::ConfigError;
+use sensor_coord::layout;
+use sensor_coord::status::ConfigKey;
+use sensor_coord::zk::{self, Session};
 use zookeeper_client as zkc;
 
 use crate::snapshot::{clip, MAX_TEXT};
@@ -70,12 +74,11 @@ impl EditError {
     }
 }
 
-/// Called by [`crate::layers::require_admin`] before the form is parsed.
-/// Compares `given` with the configured token in constant time (for equal lengths; the
-/// length itself is not secret enough to matter). Never logs either.
-pub fn check_token(expected: Option<&str>, given: &str) -> Result<(), EditError> {
+/// Compares `given` with the configured token in constant time ([`Secret::matches`]).
+/// Never logs either.
+pub fn check_token(expected: Option<&Secret>, given: &str) -> Result<(), EditError> {
     let expected = expected.ok_or(EditError::ReadOnly)?;
-    if http_layers::token_matches(given, expected) {
+    if expected.matches(given) {
         Ok(())
     } else {
         Err(EditError::Unauthorized)
@@ -187,14 +190,14 @@ mod tests {
     fn token_and_fields() {
         assert!(matches!(check_token(None, "x"), Err(EditError::ReadOnly)));
         assert!(matches!(
-            check_token(Some("secret"), "secreT"),
+            check_token(Some(&Secret::new("secret")), "secreT"),
             Err(EditError::Unauthorized)
         ));
         assert!(matches!(
-            check_token(Some("secret"), ""),
+            check_token(Some(&Secret::new("secret")), ""),
             Err(EditError::Unauthorized)
         ));
-        assert!(check_token(Some("secret"), "secret").is_ok());
+        assert!(check_token(Some(&Secret::new("secret")), "secret").is_ok());
         assert_eq!(parse_version("absent").unwrap(), None);
         assert_eq!(parse_version("3").unwrap(), Some(3));
         assert!(parse_version("-1").is_err());

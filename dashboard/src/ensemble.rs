@@ -53,7 +53,7 @@ impl ServerInfo {
 
 /// The `host:port` entries of a connect string (the chroot suffix dropped).
 pub fn servers_of(connect_string: &str) -> Vec<String> {
-    let (hosts, _) = crate::coord::split_chroot(connect_string);
+    let (hosts, _) = sensor_coord::zk::session::split_chroot(connect_string);
     hosts
         .split(',')
         .map(str::trim)

@@ -47,7 +47,7 @@ pub async fn require_admin(State(state): State<AppState>, req: Request, next: Ne
             .unwrap_or_default()
     };
     let presented = bearer.unwrap_or_else(|| field("token"));
-    match edit::check_token(state.settings.admin_token.as_deref(), &presented) {
+    match edit::check_token(state.settings.admin_token.as_ref(), &presented) {
         Ok(()) => next.run(Request::from_parts(parts, Body::from(form))).await,
         Err(e) => web::refused(&state, peer, &field("editor"), &field("key"), &e),
     }

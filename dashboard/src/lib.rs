@@ -1,7 +1,7 @@
 //! # sensor-dashboard: a live picture of a zk-sensors cluster
 //!
 //! One process, one ZooKeeper session, one page. A background [`monitor`] reads the
-//! cluster every `REFRESH_INTERVAL` (with `sensorctl status`'s reader from the node crate,
+//! cluster every `REFRESH_INTERVAL` (with `sensorctl status`'s reader from the coordination library,
 //! plus a few reads of its own: [`snapshot`]) and probes every ZooKeeper server with `srvr`
 //! ([`ensemble`]); what it sees is one [`snapshot::Snapshot`] in a `watch` channel, and what
 //! changed between two of them becomes the [`timeline`].
@@ -13,8 +13,8 @@
 //! own validation, an admin token compared in constant time, and a compare-and-set on the
 //! znode version the page showed.
 //!
-//! Everything taken from the node crate (session, recipes, layout, `sensorctl`'s reader,
-//! the nodes' validation) goes through [`coord`], one file of re-exports.
+//! The session, recipes, layout, `sensorctl status`'s reader and the nodes' validation
+//! come from the coordination library (`sensor_coord`), as they do for the nodes.
 //!
 //! Failure behaviour: ZooKeeper unreachable or without quorum never stops the process;
 //! the page keeps the last known state, says it is stale and since when, and turns live
@@ -23,7 +23,6 @@
 #![warn(missing_docs)]
 
 pub mod config;
-pub mod coord;
 pub mod edit;
 pub mod ensemble;
 pub mod layers;
@@ -34,7 +33,7 @@ pub mod timeline;
 pub mod view;
 pub mod web;
 
-use coord::{Session, SessionConfig};
+use sensor_coord::zk::{Session, SessionConfig};
 
 /// Starts the session, the monitor and returns the router (what `main` serves; tests
 /// call it too).
@@ -56,7 +55,7 @@ pub fn start(config: &config::Config) -> (Session, axum::Router) {
         monitor,
         session.clone(),
         web::Settings {
-            admin_token: config.admin_token().map(str::to_string),
+            admin_token: config.admin_token().map(sensor_common::Secret::new),
             api_public_url: config.api_public_url.clone().or(config.api_url.clone()),
             grafana_url: config.grafana_url.clone(),
             zk_timeout: config.zk_timeout,

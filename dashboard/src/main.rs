@@ -3,12 +3,11 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use sensor_common::init_tracing;
 use sensor_dashboard::config::{Cli, Command, Config};
-use sensor_dashboard::coord::init_tracing;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -33,7 +32,7 @@ fn main() -> ExitCode {
             let url = url.unwrap_or_else(|| {
                 format!("http://127.0.0.1:{}/healthz", cli.config.listen.port())
             });
-            match runtime.block_on(healthcheck(&url, timeout)) {
+            match runtime.block_on(sensor_common::health::check(&url, timeout)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sensor-dashboard healthcheck: {e:#}");
@@ -50,19 +49,6 @@ fn main() -> ExitCode {
             }
         },
     }
-}
-
-async fn healthcheck(url: &str, timeout: Duration) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder().timeout(timeout).build()?;
-    let response = client
-        .get(url)
-        .send()
-        .await
-        .with_context(|| format!("GET {url}"))?;
-    let status = response.status();
-    anyhow::ensure!(status.is_success(), "GET {url} answered {status}");
-    println!("{url}: {status}");
-    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
@@ -82,7 +68,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         // graceful shutdown is not held up by open SSE connections.
         let session = session.clone();
         async move {
-            shutdown_signal().await;
+            sensor_common::shutdown::signal().await;
             tracing::info!("shutting down");
             session.close();
         }
@@ -91,28 +77,4 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     session.close();
     tracing::info!("stopped");
     result
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }

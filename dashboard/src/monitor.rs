@@ -16,7 +16,9 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::coord::{parse_api_url, ConnState, Session, ValueSource};
+use sensor_coord::config::parse_api_url;
+use sensor_coord::status::ValueSource;
+use sensor_coord::zk::{ConnState, Session};
 use tokio::sync::{watch, Notify};
 
 use crate::ensemble;

@@ -14,10 +14,10 @@
 
 use std::time::Duration;
 
-use crate::coord::{
-    contender_sequence, ctl, layout, zk, ConfigEntry, ConfigKey, CtlError, Session, ZkError,
-    CONFLICTS,
-};
+use sensor_coord::layout::{self, CONFLICTS};
+use sensor_coord::status::{self as ctl, ConfigEntry, ConfigKey};
+use sensor_coord::zk::election::contender_sequence;
+use sensor_coord::zk::{self, Session, ZkError};
 use serde::Serialize;
 use zookeeper_client as zkc;
 
@@ -234,17 +234,6 @@ pub struct AveragePoint {
     pub taken_at_ms: i64,
 }
 
-/// Why a read failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    /// `sensorctl status`'s read failed (unreachable, timeout, ZooKeeper error).
-    #[error(transparent)]
-    Status(#[from] CtlError),
-    /// One of the dashboard's own reads failed.
-    #[error(transparent)]
-    Zk(#[from] ZkError),
-}
-
 /// What [`read_cluster`] adds to `sensorctl status`.
 struct Extras {
     leader: Option<(String, u64, i64)>,
@@ -255,13 +244,15 @@ struct Extras {
 
 /// Reads the cluster once; fails (instead of waiting) after about `timeout` when
 /// ZooKeeper does not answer. The leader's `since_ms` is its contender time here; the
-/// monitor replaces it with the observed take-over.
-pub async fn read_cluster(session: &Session, timeout: Duration) -> Result<Cluster, ReadError> {
-    let status = ctl::status(session, timeout).await?;
-    let extras = zk::retrying(session, timeout, |client| async move {
-        read_extras(&client).await
-    })
-    .await?;
+/// monitor replaces it with the observed take-over. `sensorctl status`'s read and the
+/// dashboard's own reads run at the same time (their requests pipelined on one session).
+pub async fn read_cluster(session: &Session, timeout: Duration) -> Result<Cluster, ZkError> {
+    let (status, extras) = tokio::try_join!(
+        ctl::status(session, timeout),
+        zk::retrying(session, timeout, |client| async move {
+            read_extras(&client).await
+        }),
+    )?;
     Ok(assemble(status, extras))
 }
 
@@ -275,47 +266,71 @@ fn text(data: &[u8]) -> String {
 }
 
 async fn read_extras(client: &zkc::Client) -> Result<Extras, ZkError> {
-    // The leader: the contender with the lowest sequence that still exists.
-    let mut contenders: Vec<(i64, String)> = children(client, layout::ELECTION)
-        .await?
-        .into_iter()
-        .filter_map(|n| contender_sequence(&n).map(|s| (s, n)))
-        .collect();
-    contenders.sort();
-    let mut leader = None;
-    for (_, name) in contenders {
-        let path = format!("{}/{name}", layout::ELECTION);
-        if let Some((data, stat)) = zk::get_opt(client, &path).await? {
-            leader = Some((clip(&text(&data), MAX_ID), stat.czxid as u64, stat.ctime));
-            break;
-        }
-    }
-    let mut config = Vec::new();
-    for key in ConfigKey::ALL {
-        let (stored, version) = match zk::get_opt(client, key.znode()).await? {
-            Some((data, stat)) => (Some(clip(&text(&data), MAX_TEXT)), Some(stat.version)),
-            None => (None, None),
-        };
-        config.push((key, stored, version));
-    }
-    let conflicts = children(client, CONFLICTS).await?;
-    let mut api_instances = Vec::new();
-    for name in children(client, layout::SERVICES_API).await? {
-        let path = format!("{}/{name}", layout::SERVICES_API);
-        // An instance that leaves while we list is simply not shown.
-        if let Some((data, _)) = zk::get_opt(client, &path).await? {
-            api_instances.push(ApiInstance {
-                name: clip(&name, MAX_ID),
-                url: clip(&text(&data), MAX_TEXT),
-            });
-        }
-    }
+    let (leader, config, conflicts, api_instances) = tokio::try_join!(
+        read_leader(client),
+        read_config(client),
+        children(client, CONFLICTS),
+        read_api_instances(client),
+    )?;
     Ok(Extras {
         leader,
         config,
         conflicts,
         api_instances,
     })
+}
+
+/// The leader: the contender with the lowest sequence that still exists.
+async fn read_leader(client: &zkc::Client) -> Result<Option<(String, u64, i64)>, ZkError> {
+    let mut contenders: Vec<(i64, String)> = children(client, layout::ELECTION)
+        .await?
+        .into_iter()
+        .filter_map(|n| contender_sequence(&n).map(|s| (s, n)))
+        .collect();
+    contenders.sort();
+    for (_, name) in contenders {
+        if let Some((data, stat)) = zk::get_opt(client, &layout::contender(&name)).await? {
+            return Ok(Some((
+                clip(&text(&data), MAX_ID),
+                stat.czxid as u64,
+                stat.ctime,
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Each config key's stored text and znode version (for the edit form's compare-and-set).
+async fn read_config(
+    client: &zkc::Client,
+) -> Result<Vec<(ConfigKey, Option<String>, Option<i32>)>, ZkError> {
+    let found = zk::get_many_opt(client, &ConfigKey::ALL.map(ConfigKey::znode)).await?;
+    Ok(ConfigKey::ALL
+        .into_iter()
+        .zip(found)
+        .map(|(key, got)| match got {
+            Some((data, stat)) => (key, Some(clip(&text(&data), MAX_TEXT)), Some(stat.version)),
+            None => (key, None, None),
+        })
+        .collect())
+}
+
+/// The registered API instances.
+async fn read_api_instances(client: &zkc::Client) -> Result<Vec<ApiInstance>, ZkError> {
+    let names = children(client, layout::SERVICES_API).await?;
+    let paths: Vec<String> = names.iter().map(|n| layout::api_instance(n)).collect();
+    let found = zk::get_many_opt(client, &paths).await?;
+    Ok(names
+        .into_iter()
+        .zip(found)
+        // An instance that leaves while we list is simply not shown.
+        .filter_map(|(name, got)| {
+            got.map(|(data, _)| ApiInstance {
+                name: clip(&name, MAX_ID),
+                url: clip(&text(&data), MAX_TEXT),
+            })
+        })
+        .collect())
 }
 
 fn rfc3339_ms(text: &str) -> Option<i64> {

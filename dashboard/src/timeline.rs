@@ -158,7 +158,7 @@ pub fn diff(prev: Option<&Cluster>, next: &Cluster, at_ms: i64, out: &mut Timeli
             next.leader.as_ref().map(|l| l.id.clone()),
         );
     }
-    for key in crate::coord::ConfigKey::ALL {
+    for key in sensor_coord::status::ConfigKey::ALL {
         let (a, b) = (&prev.config.item(key).entry, &next.config.item(key).entry);
         if a.stored != b.stored {
             let show = |v: &Option<String>| {

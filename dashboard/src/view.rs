@@ -8,8 +8,8 @@
 //! changed. Without JavaScript the page is complete as served (UTC times; reload to
 //! refresh).
 
-use crate::coord::{ConfigKey, ValueSource};
 use askama::Template;
+use sensor_coord::status::{ConfigKey, ValueSource};
 
 use crate::ensemble::ServerInfo;
 use crate::snapshot::{Cluster, Sensor, Snapshot};

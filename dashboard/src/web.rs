@@ -30,11 +30,13 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use crate::coord::{ConfigKey, Session, ValueSource};
 use crate::edit::{self, EditError};
 use crate::monitor::Monitor;
 use crate::snapshot::clip;
 use crate::view::{self, SensorRow, SENSORS_PER_PAGE};
+use sensor_common::Secret;
+use sensor_coord::status::{ConfigKey, ValueSource};
+use sensor_coord::zk::Session;
 
 /// Largest request body (the config form is a few hundred bytes).
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -61,7 +63,7 @@ pub struct AppState {
 /// The web settings.
 pub struct Settings {
     /// Admin token; `None` = read-only.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
     /// Link to the API's history page (public URL), if known.
     pub api_public_url: Option<String>,
     /// Link to Grafana, if configured.

@@ -9,8 +9,8 @@ mod support;
 
 use std::time::Duration;
 
-use sensor_node::ctl;
-use sensor_node::zk::{Session, SessionConfig};
+use sensor_coord::status as ctl;
+use sensor_coord::zk::{Session, SessionConfig};
 use serde_json::Value;
 use support::{fleet, leader_of, sensor_ids, Dashboard, SseReader};
 
@@ -138,9 +138,9 @@ async fn hostile_znode_content_is_escaped_and_clipped() {
     );
     let s = session(&connect).await;
     let client = s.client().expect("client");
-    let opts = sensor_node::zk::persistent();
+    let opts = sensor_coord::zk::persistent();
     for p in ["/mediciones", "/election", "/services/api", "/config"] {
-        sensor_node::zk::ensure_path(&client, p)
+        sensor_coord::zk::ensure_path(&client, p)
             .await
             .expect("mkdir");
     }

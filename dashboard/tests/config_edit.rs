@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use sensor_node::config::{parse_api_url, parse_sampling_period};
-use sensor_node::zk::{Session, SessionConfig};
+use sensor_coord::config::{parse_api_url, parse_sampling_period};
+use sensor_coord::zk::{Session, SessionConfig};
 use support::{escape, Dashboard};
 
 async fn stored(s: &Session, path: &str) -> Option<(String, i32)> {
@@ -185,7 +185,7 @@ async fn config_edit_needs_token_validates_like_nodes_and_detects_conflicts() {
     c.create(
         "/config/api_url",
         b"http://other:8080",
-        &sensor_node::zk::persistent(),
+        &sensor_coord::zk::persistent(),
     )
     .await
     .expect("create api_url");

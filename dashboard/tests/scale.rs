@@ -8,8 +8,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use sensor_coord::zk::{self, Session, SessionConfig};
 use sensor_dashboard::snapshot::read_cluster;
-use sensor_node::zk::{self, Session, SessionConfig};
 use support::{sensor_ids, Dashboard, SseReader};
 use zookeeper_client as zkc;
 

@@ -1,5 +1,6 @@
 //! The HTTP concerns `sensor-api` and `sensor-dashboard` share, written once: the access
-//! log, reading a bearer token, and comparing tokens in constant time.
+//! log, reading a bearer token, and checking a presented token (the comparison itself is
+//! `sensor_common::secret::ct_eq`, the one constant-time comparison).
 //!
 //! Each service stacks its own layers (its auth rule, timeout answer and metrics differ:
 //! see `sensor_api::layers` and `sensor_dashboard::layers`); what is identical lives here.
@@ -15,7 +16,6 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::Response;
-use subtle::ConstantTimeEq;
 
 /// The route pattern the router matched for `req` (e.g. `/api/v1/averages/{round}`), or
 /// `unmatched` (404s). Available to layers added with `Router::layer`/`route_layer`,
@@ -66,7 +66,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
 /// first differ (so response times do not reveal how much of a guess was right). Tokens
 /// of different lengths differ at once: the length is not the secret.
 pub fn token_matches(presented: &str, expected: &str) -> bool {
-    bool::from(presented.as_bytes().ct_eq(expected.as_bytes()))
+    sensor_common::secret::ct_eq(presented.as_bytes(), expected.as_bytes())
 }
 
 #[cfg(test)]

@@ -12,17 +12,19 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use serde::Serialize;
 use zookeeper_client as zkc;
 
-use crate::config::{
-    parse_api_url, parse_sampling_period, parse_zk_hosts, ConfigError, DEFAULT_SAMPLING_PERIOD,
+use sensor_common::duration::parse_seconds;
+use sensor_coord::config::{parse_zk_hosts, ConfigError};
+use sensor_coord::layout::{self, conflict_entry};
+use sensor_coord::status::{self as state, Unreachable};
+pub use sensor_coord::status::{
+    conflict_rounds, status, ClusterStatus, ConfigEntry, ConfigKey, ConfigStatus, ConflictsStatus,
+    NodeReading, RoundStatus, ValueSource,
 };
-use crate::layout;
-use crate::outbox::{conflict_entry, CONFLICTS};
-use crate::round::RoundState;
-use crate::zk::{self, children_opt, get_opt, Election, Session, SessionConfig, ZkError};
+use sensor_coord::zk::{self, get_opt, Session, ZkError};
 
 /// Command line of `sensorctl`.
 #[derive(Clone, Debug, Parser)]
@@ -49,7 +51,7 @@ pub struct CtlArgs {
         env = "SENSORCTL_TIMEOUT",
         value_name = "SECONDS",
         default_value = "10",
-        value_parser = parse_timeout,
+        value_parser = parse_seconds,
         global = true
     )]
     pub timeout: Duration,
@@ -57,15 +59,6 @@ pub struct CtlArgs {
     /// What to do.
     #[command(subcommand)]
     pub command: CtlCommand,
-}
-
-fn parse_timeout(raw: &str) -> Result<Duration, String> {
-    match raw.trim().parse::<f64>() {
-        Ok(s) if s.is_finite() && s > 0.0 && s <= 3600.0 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!(
-            "invalid timeout {raw:?}: expected seconds in (0, 3600]"
-        )),
-    }
 }
 
 /// `sensorctl` subcommands.
@@ -131,64 +124,6 @@ pub enum ConfigCommand {
     },
 }
 
-/// A live config key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
-pub enum ConfigKey {
-    /// `/config/sampling_period`: seconds between rounds.
-    #[value(name = "sampling_period")]
-    #[serde(rename = "sampling_period")]
-    SamplingPeriod,
-    /// `/config/api_url`: preferred API base URL.
-    #[value(name = "api_url")]
-    #[serde(rename = "api_url")]
-    ApiUrl,
-}
-
-impl ConfigKey {
-    /// Every key, in display order.
-    pub const ALL: [ConfigKey; 2] = [ConfigKey::SamplingPeriod, ConfigKey::ApiUrl];
-
-    /// The key's name (`sampling_period`, `api_url`).
-    pub fn name(self) -> &'static str {
-        match self {
-            ConfigKey::SamplingPeriod => "sampling_period",
-            ConfigKey::ApiUrl => "api_url",
-        }
-    }
-
-    /// The key's znode.
-    pub fn znode(self) -> &'static str {
-        match self {
-            ConfigKey::SamplingPeriod => layout::CONFIG_SAMPLING_PERIOD,
-            ConfigKey::ApiUrl => layout::CONFIG_API_URL,
-        }
-    }
-
-    /// Validates `raw` for this key; returns the text to store.
-    pub fn validate(self, raw: &str) -> Result<String, ConfigError> {
-        match self {
-            ConfigKey::SamplingPeriod => parse_sampling_period(raw).map(|_| raw.trim().to_string()),
-            ConfigKey::ApiUrl => parse_api_url(raw),
-        }
-    }
-
-    /// The sensor-node flag that gives the value while the znode is absent.
-    pub fn flag(self) -> &'static str {
-        match self {
-            ConfigKey::SamplingPeriod => "sampling-period",
-            ConfigKey::ApiUrl => "api-url",
-        }
-    }
-
-    /// The value nodes use while the znode is absent, unless started with another one.
-    pub fn builtin_default(self) -> Option<String> {
-        match self {
-            ConfigKey::SamplingPeriod => Some(DEFAULT_SAMPLING_PERIOD.as_secs_f64().to_string()),
-            ConfigKey::ApiUrl => None,
-        }
-    }
-}
-
 /// Why a `sensorctl` command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
@@ -196,13 +131,8 @@ pub enum CtlError {
     #[error(transparent)]
     Invalid(#[from] ConfigError),
     /// No ZooKeeper session within the timeout. Exit 1.
-    #[error("ZooKeeper at {hosts} unreachable within {timeout:?}")]
-    Unreachable {
-        /// The connect string.
-        hosts: String,
-        /// How long we waited.
-        timeout: Duration,
-    },
+    #[error(transparent)]
+    Unreachable(#[from] Unreachable),
     /// ZooKeeper answered with an error, or stopped answering. Exit 1.
     #[error(transparent)]
     Zk(#[from] ZkError),
@@ -216,159 +146,14 @@ impl CtlError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CtlError::Invalid(_) => 2,
-            CtlError::Unreachable { .. } | CtlError::Zk(_) | CtlError::NoSuchConflict(_) => 1,
+            CtlError::Unreachable(_) | CtlError::Zk(_) | CtlError::NoSuchConflict(_) => 1,
         }
     }
-}
-
-/// Where a config entry's effective value comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ValueSource {
-    /// The znode holds a valid value.
-    Zookeeper,
-    /// The znode is absent (or empty): nodes use their flag/env default.
-    Default,
-    /// The znode holds an invalid value, which nodes ignore (they keep their last good one).
-    Invalid,
-}
-
-/// One live config key as stored in ZooKeeper.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ConfigEntry {
-    /// Key name.
-    pub key: ConfigKey,
-    /// Its znode.
-    pub znode: &'static str,
-    /// The znode's data, `None` when absent.
-    pub stored: Option<String>,
-    /// Where the effective value comes from.
-    pub source: ValueSource,
-    /// The built-in default (nodes may have been started with another).
-    pub default: Option<String>,
-    /// Why the stored value is invalid, for [`ValueSource::Invalid`].
-    pub error: Option<String>,
-}
-
-impl ConfigEntry {
-    /// The entry for `key` given its znode's data (`None` = absent), judged with the
-    /// nodes' own validation.
-    pub fn from_stored(key: ConfigKey, stored: Option<String>) -> ConfigEntry {
-        let (source, error) = match stored.as_deref().map(str::trim) {
-            None | Some("") => (ValueSource::Default, None),
-            Some(v) => match key.validate(v) {
-                Ok(_) => (ValueSource::Zookeeper, None),
-                Err(e) => (ValueSource::Invalid, Some(e.to_string())),
-            },
-        };
-        ConfigEntry {
-            key,
-            znode: key.znode(),
-            stored,
-            source,
-            default: key.builtin_default(),
-            error,
-        }
-    }
-
-    /// The value in force on nodes started with built-in defaults.
-    pub fn effective(&self) -> Option<String> {
-        match self.source {
-            ValueSource::Zookeeper => self.stored.as_ref().map(|s| s.trim().to_string()),
-            ValueSource::Default | ValueSource::Invalid => self.default.clone(),
-        }
-    }
-}
-
-/// One live node and its last reading.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct NodeReading {
-    /// Node id (the znode name under `/mediciones`).
-    pub id: String,
-    /// The reading, `None` if the data is not a number.
-    pub reading: Option<f64>,
-    /// The data as stored.
-    pub raw: String,
-    /// When the reading was written (znode mtime), RFC 3339 UTC.
-    pub updated_at: Option<String>,
-    /// Whether this reading counts for the round in progress, by the leader's own rule
-    /// ([`crate::round::RoundState::counts`]: written after the previous round closed).
-    /// `false` while `/rounds/last` is unreadable.
-    pub fresh: bool,
-}
-
-/// Round bookkeeping.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct RoundStatus {
-    /// Whether `/barrier` is up (a round is running).
-    pub open: bool,
-    /// The running round's number (barrier data), if up and numbered.
-    pub current: Option<u64>,
-    /// `/rounds/last`: last committed round.
-    pub last_committed: Option<u64>,
-}
-
-/// The set-aside rounds as `status` reports them.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ConflictsStatus {
-    /// How many rounds are set aside (0 when `/rounds/conflicts` is absent).
-    pub count: usize,
-    /// The newest (highest) set-aside round.
-    pub newest: Option<u64>,
-}
-
-/// The live config as `status` reports it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ConfigStatus {
-    /// `/config/sampling_period`.
-    pub sampling_period: ConfigEntry,
-    /// `/config/api_url`.
-    pub api_url: ConfigEntry,
-}
-
-/// What `sensorctl status` shows. Absent znodes are `None`, never errors. The JSON field
-/// names are part of the CLI's interface: keep them stable.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ClusterStatus {
-    /// First election contender, the leader.
-    pub leader: Option<String>,
-    /// All contenders' ids, in election order.
-    pub contenders: Vec<String>,
-    /// Live nodes (children of `/mediciones`), by id.
-    pub nodes: Vec<NodeReading>,
-    /// Round bookkeeping.
-    pub round: RoundStatus,
-    /// `/counter`: readings taken cluster-wide.
-    pub counter: Option<i64>,
-    /// `/rounds/delivered`: last round the API acknowledged.
-    pub last_delivered: Option<u64>,
-    /// Children of `/rounds/outbox`: committed rounds waiting for delivery.
-    pub outbox_depth: Option<usize>,
-    /// Rounds set aside under `/rounds/conflicts` (the API holds another value for them).
-    pub conflicts: ConflictsStatus,
-    /// The live config.
-    pub config: ConfigStatus,
 }
 
 /// Starts a session and waits for it; [`CtlError::Unreachable`] after `timeout`.
 pub async fn connect(hosts: &str, timeout: Duration) -> Result<Session, CtlError> {
-    let session = Session::start(SessionConfig::new(hosts, Duration::from_secs(10)));
-    match session.wait_connected_for(timeout).await {
-        Ok(_) => Ok(session),
-        Err(_) => {
-            session.close();
-            Err(CtlError::Unreachable {
-                hosts: hosts.to_string(),
-                timeout,
-            })
-        }
-    }
-}
-
-async fn get_text(client: &zkc::Client, path: &str) -> Result<Option<String>, ZkError> {
-    Ok(get_opt(client, path)
-        .await?
-        .map(|(d, _)| String::from_utf8_lossy(&d).trim().to_string()))
+    Ok(state::connect(hosts, timeout).await?)
 }
 
 /// Reads every config key.
@@ -381,7 +166,7 @@ pub async fn config_get(
         for key in ConfigKey::ALL {
             out.push(ConfigEntry::from_stored(
                 key,
-                get_text(&client, key.znode()).await?,
+                state::get_text(&client, key.znode()).await?,
             ));
         }
         Ok(out)
@@ -429,114 +214,10 @@ pub async fn config_unset(
     timeout: Duration,
 ) -> Result<bool, CtlError> {
     let existed = zk::retrying(session, timeout, |client| async move {
-        match client.delete(key.znode(), None).await {
-            Ok(()) => Ok(true),
-            Err(zkc::Error::NoNode) => Ok(false),
-            Err(e) => Err(ZkError::zk("delete", key.znode(), e)),
-        }
+        zk::delete_opt(&client, key.znode(), None).await
     })
     .await?;
     Ok(existed)
-}
-
-fn parse_u64(text: Option<String>) -> Option<u64> {
-    text.and_then(|t| t.trim().parse().ok())
-}
-
-fn rfc3339_from_ms(ms: i64) -> Option<String> {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
-    t.format(&time::format_description::well_known::Rfc3339)
-        .ok()
-}
-
-/// Reads the cluster's state. Absent znodes are reported as absent.
-pub async fn status(session: &Session, timeout: Duration) -> Result<ClusterStatus, CtlError> {
-    let election = Election::new(session.clone(), layout::ELECTION, "sensorctl");
-    let contenders = tokio::time::timeout(timeout, election.contenders())
-        .await
-        .map_err(|_| ZkError::Timeout)??;
-    let status = zk::retrying(session, timeout, |client| {
-        let contenders = contenders.clone();
-        async move {
-            // Read before the readings, so a commit in between only makes readings look stale.
-            let round_state = match RoundState::read(&client).await {
-                Ok(state) => Some(state),
-                Err(ZkError::Malformed { .. }) => None,
-                Err(e) => return Err(e),
-            };
-            let mut nodes = Vec::new();
-            for id in children_opt(&client, layout::READINGS)
-                .await?
-                .unwrap_or_default()
-            {
-                // A node that leaves while we list is simply not shown.
-                if let Some((data, stat)) = get_opt(&client, &layout::reading(&id)).await? {
-                    let raw = String::from_utf8_lossy(&data).trim().to_string();
-                    nodes.push(NodeReading {
-                        id,
-                        reading: raw.parse::<f64>().ok().filter(|v| v.is_finite()),
-                        raw,
-                        updated_at: rfc3339_from_ms(stat.mtime),
-                        fresh: round_state.is_some_and(|r| r.counts(stat.mzxid)),
-                    });
-                }
-            }
-            let barrier = get_text(&client, layout::BARRIER).await?;
-            let round = RoundStatus {
-                open: barrier.is_some(),
-                current: parse_u64(barrier),
-                last_committed: parse_u64(get_text(&client, layout::ROUNDS_LAST).await?),
-            };
-            let counter = match get_opt(&client, layout::COUNTER).await? {
-                Some((data, _)) => zk::counter::parse_counter(layout::COUNTER, &data).ok(),
-                None => None,
-            };
-            let sampling_period = ConfigEntry::from_stored(
-                ConfigKey::SamplingPeriod,
-                get_text(&client, layout::CONFIG_SAMPLING_PERIOD).await?,
-            );
-            let api_url = ConfigEntry::from_stored(
-                ConfigKey::ApiUrl,
-                get_text(&client, layout::CONFIG_API_URL).await?,
-            );
-            Ok(ClusterStatus {
-                leader: contenders.first().cloned(),
-                contenders,
-                nodes,
-                round,
-                counter,
-                last_delivered: parse_u64(get_text(&client, layout::ROUNDS_DELIVERED).await?),
-                outbox_depth: children_opt(&client, layout::OUTBOX)
-                    .await?
-                    .map(|c| c.len()),
-                conflicts: {
-                    let rounds = conflict_rounds(&client).await?;
-                    ConflictsStatus {
-                        count: rounds.len(),
-                        newest: rounds.last().copied(),
-                    }
-                },
-                config: ConfigStatus {
-                    sampling_period,
-                    api_url,
-                },
-            })
-        }
-    })
-    .await?;
-    Ok(status)
-}
-
-/// Round numbers under `/rounds/conflicts`, ascending (empty when it is absent).
-async fn conflict_rounds(client: &zkc::Client) -> Result<Vec<u64>, ZkError> {
-    let mut rounds: Vec<u64> = children_opt(client, CONFLICTS)
-        .await?
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|n| n.parse().ok())
-        .collect();
-    rounds.sort_unstable();
-    Ok(rounds)
 }
 
 /// One set-aside round: its number and the result the fleet computed (the outbox JSON, kept
@@ -584,12 +265,9 @@ pub async fn conflicts_purge(
         };
         let mut deleted = Vec::new();
         for r in rounds {
-            let path = conflict_entry(r);
-            match client.delete(&path, None).await {
-                Ok(()) => deleted.push(r),
-                // Gone already (a retry after a lost answer, or another operator).
-                Err(zkc::Error::NoNode) => {}
-                Err(e) => return Err(ZkError::zk("delete", &path, e)),
+            // Absent: gone already (a retry after a lost answer, or another operator).
+            if zk::delete_opt(&client, &conflict_entry(r), None).await? {
+                deleted.push(r);
             }
         }
         Ok(deleted)

@@ -29,7 +29,6 @@
 
 use std::time::Duration;
 
-use rand::RngExt;
 use tokio::sync::watch;
 
 use crate::config::{parse_api_url, LiveConfig};
@@ -37,6 +36,7 @@ use crate::layout;
 use crate::result::{BatchAnswer, ErrorBody, ItemStatus};
 use crate::zk::{ChildrenWatch, Session};
 use crate::RoundResult;
+pub use sensor_common::backoff::Backoff;
 
 /// Path of the ingest endpoint, appended to a base URL.
 pub const AVERAGES_PATH: &str = "/api/v1/averages";
@@ -327,7 +327,7 @@ async fn read_registrations(session: &Session, names: &[String]) -> Option<Vec<S
     let client = session.client().ok()?;
     let mut urls = Vec::with_capacity(names.len());
     for name in names {
-        let path = format!("{}/{name}", layout::SERVICES_API);
+        let path = layout::api_instance(name);
         let read = tokio::time::timeout(Duration::from_secs(5), client.get_data(&path));
         let data = match read.await {
             Ok(Ok((data, _))) => data,
@@ -381,79 +381,9 @@ async fn discover(session: Session, tx: watch::Sender<Vec<String>>) {
     }
 }
 
-/// Exponential back-off with full jitter: the n-th delay is uniform in
-/// `[0, min(cap, base × 2ⁿ)]`, so many retrying nodes spread out instead of retrying in step.
-/// [`Backoff::reset`] after a success.
-#[derive(Clone, Debug)]
-pub struct Backoff {
-    base: Duration,
-    cap: Duration,
-    attempt: u32,
-}
-
-impl Default for Backoff {
-    /// 200 ms doubling to a 10 s cap.
-    fn default() -> Self {
-        Backoff::new(Duration::from_millis(200), Duration::from_secs(10))
-    }
-}
-
-impl Backoff {
-    /// Back-off starting at `base`, doubling up to `cap`.
-    pub fn new(base: Duration, cap: Duration) -> Backoff {
-        Backoff {
-            base,
-            cap: cap.max(base),
-            attempt: 0,
-        }
-    }
-
-    /// The upper bound of the next delay (before jitter).
-    pub fn ceiling(&self) -> Duration {
-        let factor = 1u32 << self.attempt.min(20);
-        self.base.saturating_mul(factor).min(self.cap)
-    }
-
-    /// The delay before the next retry; each call doubles the ceiling until the cap.
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self.ceiling();
-        self.attempt = self.attempt.saturating_add(1);
-        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(rand::rng().random_range(0..=nanos))
-    }
-
-    /// Failed attempts since the last reset.
-    pub fn attempts(&self) -> u32 {
-        self.attempt
-    }
-
-    /// Back to the first delay (call after a success).
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_to_cap_with_jitter_below_ceiling() {
-        let mut b = Backoff::default();
-        let mut ceilings = Vec::new();
-        for _ in 0..10 {
-            ceilings.push(b.ceiling().as_millis());
-            let d = b.next_delay();
-            assert!(d <= Duration::from_secs(10));
-        }
-        assert_eq!(
-            ceilings,
-            vec![200, 400, 800, 1600, 3200, 6400, 10000, 10000, 10000, 10000]
-        );
-        b.reset();
-        assert_eq!(b.ceiling(), Duration::from_millis(200));
-        assert!(b.next_delay() <= Duration::from_millis(200));
-    }
 
     #[test]
     fn conflicts_are_told_apart_by_typed_status() {

@@ -29,10 +29,9 @@ use crate::delivery::{Backoff, Delivery, DeliveryError};
 use crate::layout;
 use crate::zk::{self, Leadership, Session, ZkError};
 use crate::RoundResult;
-
-/// Rounds the API refused for good (conflicting value), kept for inspection:
-/// `/rounds/conflicts/<round>`, same JSON as the outbox.
-pub const CONFLICTS: &str = "/rounds/conflicts";
+pub use sensor_coord::layout::{conflict_entry, CONFLICTS};
+pub use sensor_coord::rounds::{read_u64, Versioned};
+pub use sensor_coord::zk::election::multi_error;
 
 /// Most rounds sent in one POST when draining a backlog.
 pub const BATCH: usize = 100;
@@ -132,34 +131,25 @@ impl Outbox {
             }
         }
         let delivered = read_u64(&client, layout::ROUNDS_DELIVERED).await?;
-        let mut txn = client.new_multi_writer();
-        let bad = |e| ZkError::zk("multi", layout::OUTBOX, e);
-        txn.add_check_version(leader.guard_path(), 0).map_err(bad)?;
+        let mut txn = leader.guarded_multi(&client, layout::OUTBOX);
         for r in &existing {
-            txn.add_delete(&layout::outbox_entry(*r), None)
-                .map_err(bad)?;
+            txn.delete(&layout::outbox_entry(*r), None);
         }
         if last > delivered.value {
             match delivered.version {
-                Some(v) => txn
-                    .add_set_data(
-                        layout::ROUNDS_DELIVERED,
-                        last.to_string().as_bytes(),
-                        Some(v),
-                    )
-                    .map_err(bad)?,
-                None => txn
-                    .add_create(
-                        layout::ROUNDS_DELIVERED,
-                        last.to_string().as_bytes(),
-                        &zk::persistent(),
-                    )
-                    .map_err(bad)?,
-            }
+                Some(v) => txn.set_data(
+                    layout::ROUNDS_DELIVERED,
+                    last.to_string().as_bytes(),
+                    Some(v),
+                ),
+                None => txn.create(
+                    layout::ROUNDS_DELIVERED,
+                    last.to_string().as_bytes(),
+                    &zk::persistent(),
+                ),
+            };
         }
-        txn.commit()
-            .await
-            .map_err(|e| multi_error(layout::OUTBOX, e))?;
+        txn.commit().await?;
         Ok(())
     }
 
@@ -189,17 +179,13 @@ impl Outbox {
         kept.sort_unstable();
         let excess = (kept.len() + 1).saturating_sub(self.conflicts_limit);
         let dropped = &kept[..excess.min(kept.len())];
-        let mut txn = client.new_multi_writer();
-        let bad = |e| ZkError::zk("multi", CONFLICTS, e);
-        txn.add_check_version(leader.guard_path(), 0).map_err(bad)?;
+        let mut txn = leader.guarded_multi(&client, CONFLICTS);
         for r in dropped {
-            txn.add_delete(&conflict_entry(*r), None).map_err(bad)?;
+            txn.delete(&conflict_entry(*r), None);
         }
-        txn.add_delete(&layout::outbox_entry(result.round), None)
-            .map_err(bad)?;
-        txn.add_create(&conflict_entry(result.round), &data, &zk::persistent())
-            .map_err(bad)?;
-        txn.commit().await.map_err(|e| multi_error(CONFLICTS, e))?;
+        txn.delete(&layout::outbox_entry(result.round), None);
+        txn.create(&conflict_entry(result.round), &data, &zk::persistent());
+        txn.commit().await?;
         for r in dropped {
             tracing::error!(
                 round = *r,
@@ -209,63 +195,6 @@ impl Outbox {
         }
         Ok(())
     }
-}
-
-/// The znode of set-aside round `round` (20 digits, like the outbox, so names sort).
-pub fn conflict_entry(round: u64) -> String {
-    format!("{CONFLICTS}/{round:020}")
-}
-
-/// A number stored as ASCII in a znode, with the version to compare-and-set against
-/// (`None` when the znode does not exist). Empty or missing = 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Versioned {
-    /// The value.
-    pub value: u64,
-    /// The znode's data version, if it exists.
-    pub version: Option<i32>,
-}
-
-/// Reads an ASCII unsigned integer znode (kazoo counter style).
-pub async fn read_u64(client: &zkc::Client, path: &str) -> Result<Versioned, ZkError> {
-    match client.get_data(path).await {
-        Ok((data, stat)) => {
-            let text = String::from_utf8_lossy(&data);
-            let text = text.trim();
-            let value = if text.is_empty() {
-                0
-            } else {
-                text.parse().map_err(|_| ZkError::Malformed {
-                    path: path.to_string(),
-                    reason: format!("{text:?} is not a round number"),
-                })?
-            };
-            Ok(Versioned {
-                value,
-                version: Some(stat.version),
-            })
-        }
-        Err(zkc::Error::NoNode) => Ok(Versioned {
-            value: 0,
-            version: None,
-        }),
-        Err(e) => Err(ZkError::zk("get", path, e)),
-    }
-}
-
-/// Maps a failed multi to [`ZkError`]: a failed check means we are not leader any more.
-pub fn multi_error(path: &str, err: zkc::MultiWriteError) -> ZkError {
-    match err {
-        zkc::MultiWriteError::RequestFailed { source } => ZkError::zk("multi", path, source),
-        zkc::MultiWriteError::OperationFailed { index: 0, source } if is_check_failure(&source) => {
-            ZkError::LeadershipLost
-        }
-        zkc::MultiWriteError::OperationFailed { source, .. } => ZkError::zk("multi", path, source),
-    }
-}
-
-fn is_check_failure(e: &zkc::Error) -> bool {
-    matches!(e, zkc::Error::NoNode | zkc::Error::BadVersion)
 }
 
 /// Drains the outbox while `leader` leads: sends the oldest rounds in order, in batches of

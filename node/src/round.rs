@@ -69,6 +69,7 @@ use crate::outbox::{multi_error, Outbox};
 use crate::zk::barrier::Raised;
 use crate::zk::{self, Barrier, ChildrenWatch, Counter, Leadership, Session, ZkError};
 use crate::RoundResult;
+pub use sensor_coord::rounds::RoundState;
 
 /// Range of the simulated sensor, °C.
 pub const READING_RANGE: std::ops::Range<f64> = 15.0..35.0;
@@ -77,57 +78,6 @@ pub const READING_RANGE: std::ops::Range<f64> = 15.0..35.0;
 pub fn take_reading() -> f64 {
     let v: f64 = rand::rng().random_range(READING_RANGE);
     (v * 100.0).round() / 100.0
-}
-
-/// Where the round in progress stands, as ZooKeeper records it in `/rounds/last`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RoundState {
-    /// Number of the last committed round (0: none yet). The round in progress is `last + 1`.
-    pub last: u64,
-    /// `/rounds/last`'s data version; `None` while the znode does not exist. A write checked
-    /// against it cannot land after the next commit.
-    pub version: Option<i32>,
-    /// `Z`: zxid of the transaction that committed round `last` (`/rounds/last`'s mzxid), 0
-    /// before the first commit.
-    pub closed_at: i64,
-}
-
-impl RoundState {
-    /// Reads `/rounds/last`. A missing znode is "no round committed yet"; unparseable data
-    /// is [`ZkError::Malformed`] (only leaders write it: 0 with the first barrier, then commits).
-    pub async fn read(client: &zkc::Client) -> Result<RoundState, ZkError> {
-        match client.get_data(layout::ROUNDS_LAST).await {
-            Ok((data, stat)) => {
-                let text = String::from_utf8_lossy(&data);
-                let text = text.trim();
-                let last: u64 = if text.is_empty() {
-                    0
-                } else {
-                    text.parse().map_err(|_| ZkError::Malformed {
-                        path: layout::ROUNDS_LAST.into(),
-                        reason: format!("{text:?} is not a round number"),
-                    })?
-                };
-                Ok(RoundState {
-                    last,
-                    version: Some(stat.version),
-                    closed_at: if last == 0 { 0 } else { stat.mzxid },
-                })
-            }
-            Err(zkc::Error::NoNode) => Ok(RoundState {
-                last: 0,
-                version: None,
-                closed_at: 0,
-            }),
-            Err(e) => Err(ZkError::zk("get", layout::ROUNDS_LAST, e)),
-        }
-    }
-
-    /// The one freshness rule: a reading whose znode was last written at `mzxid` counts for
-    /// the round in progress iff it was written after the previous round closed.
-    pub fn counts(&self, mzxid: i64) -> bool {
-        mzxid > self.closed_at
-    }
 }
 
 /// What became of a reading handed to [`publish_reading`].
@@ -478,21 +428,17 @@ async fn one_round(
             stat.czxid
         }
         Ok(None) => {
-            let mut txn = client.new_multi_writer();
-            let bad = |e| ZkError::zk("multi", layout::BARRIER, e);
-            txn.add_check_version(leader.guard_path(), 0).map_err(bad)?;
-            txn.add_create(
+            let mut txn = leader.guarded_multi(&client, layout::BARRIER);
+            txn.create(
                 layout::BARRIER,
                 round.to_string().as_bytes(),
                 &zk::persistent(),
-            )
-            .map_err(bad)?;
+            );
             // Before the first round: /rounds/last = 0, so followers can guard their writes.
             if state.version.is_none() {
-                txn.add_create(layout::ROUNDS_LAST, b"0", &zk::persistent())
-                    .map_err(bad)?;
+                txn.create(layout::ROUNDS_LAST, b"0", &zk::persistent());
             }
-            match txn.commit().await {
+            match txn.commit_raw().await? {
                 Ok(_) if state.version.is_none() => state.version = Some(0),
                 Ok(_) => {}
                 Err(zkc::MultiWriteError::OperationFailed {
@@ -556,7 +502,7 @@ async fn one_round(
     // (SIGTERM: the campaign loop drops this future to resign) while the transaction is on
     // the wire must still report a commit that ZooKeeper applied. Resigning deletes the
     // election znode after it on the same session, so the commit's answer arrives first.
-    let guard = leader.guard_path().to_string();
+    let guard = leader.guard();
     let included: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
     let values: Vec<f64> = readings.iter().map(|(_, v)| *v).collect();
     let (id, since, version, logged) = (
@@ -566,28 +512,21 @@ async fn one_round(
         result.clone(),
     );
     let commit = tokio::spawn(async move {
-        let mut txn = client.new_multi_writer();
-        let bad = |e| ZkError::zk("multi", layout::ROUNDS, e);
-        txn.add_check_version(&guard, 0).map_err(bad)?;
-        txn.add_create(&layout::outbox_entry(round), &data, &zk::persistent())
-            .map_err(bad)?;
+        let mut txn = guard.multi(&client, layout::ROUNDS);
+        txn.create(&layout::outbox_entry(round), &data, &zk::persistent());
         match version {
-            Some(v) => txn
-                .add_set_data(layout::ROUNDS_LAST, round.to_string().as_bytes(), Some(v))
-                .map_err(bad)?,
-            None => txn
-                .add_create(
-                    layout::ROUNDS_LAST,
-                    round.to_string().as_bytes(),
-                    &zk::persistent(),
-                )
-                .map_err(bad)?,
-        }
-        txn.add_delete(layout::BARRIER, None).map_err(bad)?;
+            Some(v) => txn.set_data(layout::ROUNDS_LAST, round.to_string().as_bytes(), Some(v)),
+            None => txn.create(
+                layout::ROUNDS_LAST,
+                round.to_string().as_bytes(),
+                &zk::persistent(),
+            ),
+        };
+        txn.delete(layout::BARRIER, None);
         // Logged before the answer: if it is lost (connection loss, SIGKILL), whoever reads
         // the logs can still tell what this leader tried to commit.
         tracing::debug!(node = %id, round, barrier, since, value = logged.value, samples = logged.samples, fencing = logged.fencing, included = ?included, values = ?values, "round commit sent");
-        match txn.commit().await {
+        match txn.commit_raw().await? {
             Ok(_) => {
                 tracing::debug!(node = %id, round, barrier, since, included = ?included, values = ?values, "round readings averaged");
                 // Overhead beyond the period: close deadline -> commit acknowledged. The
@@ -652,19 +591,14 @@ async fn reopen_barrier(
     leader: &Leadership,
     round: u64,
 ) -> Result<i64, ZkError> {
-    let mut txn = client.new_multi_writer();
-    let bad = |e| ZkError::zk("multi", layout::BARRIER, e);
-    txn.add_check_version(leader.guard_path(), 0).map_err(bad)?;
-    txn.add_delete(layout::BARRIER, None).map_err(bad)?;
-    txn.add_create(
+    let mut txn = leader.guarded_multi(client, layout::BARRIER);
+    txn.delete(layout::BARRIER, None);
+    txn.create(
         layout::BARRIER,
         round.to_string().as_bytes(),
         &zk::persistent(),
-    )
-    .map_err(bad)?;
-    txn.commit()
-        .await
-        .map_err(|e| multi_error(layout::BARRIER, e))?;
+    );
+    txn.commit().await?;
     match client.check_stat(layout::BARRIER).await {
         Ok(Some(stat)) => Ok(stat.czxid),
         Ok(None) => Err(ZkError::zk("exists", layout::BARRIER, zkc::Error::NoNode)),

@@ -8,6 +8,7 @@
 //! (`scripts/install-deps`).
 
 mod common;
+#[path = "../../coord/tests/support/mod.rs"]
 mod support;
 
 use std::time::Duration;

@@ -59,7 +59,7 @@ impl Node {
             .env("SAMPLING_PERIOD", &opts.period)
             .env("SESSION_TIMEOUT_MS", opts.session_timeout_ms.to_string())
             .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "info,sensor_node=debug");
+            .env("RUST_LOG", "info,sensor_node=debug,sensor_coord=debug");
         if let Some(url) = &opts.api_url {
             cmd.env("API_URL", url);
         }

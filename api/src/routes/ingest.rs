@@ -14,7 +14,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use sensor_node::result::BatchAnswer;
+use sensor_coord::wire::{BatchAnswer, RoundResult};
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
@@ -237,10 +237,7 @@ fn respond(
                 )
             }
         };
-        return Err(ApiError::Conflict {
-            message,
-            detail: json!(results),
-        });
+        return Err(ApiError::Conflict { message, results });
     }
     let status = if stored > 0 {
         StatusCode::CREATED
@@ -340,7 +337,33 @@ pub fn parse_average(
                 ClusterId::parse(c).map_err(|e| ApiError::bad(&field("cluster"), e.to_string()))
             })?,
     };
-    Ok(Average {
+    let received = RoundResult {
+        round,
+        value,
+        samples,
+        leader,
+        fencing,
+        taken_at,
+        cluster,
+    };
+    Ok(stored_form(received, taken_at_ms))
+}
+
+/// The store's record of a round received over the wire: the contract's fields
+/// ([`RoundResult`], what the leader committed) plus the time the server parsed. The
+/// destructuring is exhaustive, so a field added to the contract does not compile until
+/// the store keeps it too.
+fn stored_form(received: RoundResult, taken_at_ms: i64) -> Average {
+    let RoundResult {
+        round,
+        value,
+        samples,
+        leader,
+        fencing,
+        taken_at,
+        cluster,
+    } = received;
+    Average {
         round,
         value,
         samples,
@@ -349,7 +372,7 @@ pub fn parse_average(
         taken_at,
         taken_at_ms,
         cluster,
-    })
+    }
 }
 
 /// `GET /nuevo?dato=<number>[&token=...]`: the endpoint the old implementations use.

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sensor_node::zk::{Counter, Session, SessionConfig};
+use sensor_coord::layout;
+use sensor_coord::zk::{Counter, Session, SessionConfig};
 use testkit::{Node, NodeOpts, Receiver, ZkServer};
 
 /// How the fleet is run.
@@ -153,7 +154,7 @@ pub async fn measure(
     let client = session.client()?;
     let all_live = testkit::wait_until_async(Duration::from_secs(180), || async {
         client
-            .list_children("/mediciones")
+            .list_children(layout::READINGS)
             .await
             .is_ok_and(|c| c.len() >= n)
     })
@@ -188,7 +189,7 @@ pub async fn measure(
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
 
-    let counter = Counter::new(session.clone(), "/counter");
+    let counter = Counter::new(session.clone(), layout::COUNTER);
     let pids: Vec<u32> = nodes.iter().map(|n| n.proc.pid()).collect();
     let zk_pid = zk_server.pid();
     let cpu = |pids: &[u32]| pids.iter().map(|p| proc_cpu_ticks(*p)).sum::<u64>();
@@ -209,7 +210,7 @@ pub async fn measure(
     let elapsed = t0.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(300)).await;
     poller.abort();
-    let live = client.list_children("/mediciones").await?.len().max(1);
+    let live = client.list_children(layout::READINGS).await?.len().max(1);
     let rss: u64 = pids.iter().filter_map(|p| rss_kib(*p)).sum();
     let load = load_avg();
 

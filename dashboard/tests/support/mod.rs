@@ -15,7 +15,7 @@ use testkit::{Node, NodeOpts};
 pub struct Dashboard {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    session: sensor_node::zk::Session,
+    session: sensor_coord::zk::Session,
     server: tokio::task::JoinHandle<()>,
 }
 

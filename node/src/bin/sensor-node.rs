@@ -20,8 +20,10 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let run = match config.virtual_sensors {
-        Some(n) => sensor_node::node::run_virtual(config, n, shutdown_signal()).await,
-        None => sensor_node::node::run(config, shutdown_signal()).await,
+        Some(n) => {
+            sensor_node::node::run_virtual(config, n, sensor_common::shutdown::signal()).await
+        }
+        None => sensor_node::node::run(config, sensor_common::shutdown::signal()).await,
     };
     if let Err(e) = run {
         // e.g. the node id is in use by another live process: exit 1, naming it.
@@ -29,25 +31,4 @@ async fn main() -> anyhow::Result<()> {
         std::process::exit(1);
     }
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
 }

@@ -1,23 +1,23 @@
 //! A tiny election contender in its own process, for failure tests (SIGKILL, SIGSTOP) of
-//! [`sensor_node::zk::Election`].
+//! [`sensor_coord::zk::Election`].
 //!
 //! Usage: `contender [CONNECT_STRING]` (or env `ZK_CONNECT`). Other settings, all optional:
 //! `ZK_SESSION_TIMEOUT_MS` (default 2000), `ELECTION_PATH` (default `/election`),
 //! `CONTENDER_ID` (default `contender-<pid>`), `ACT_EVERY_MS` (default 100).
 //!
-//! It campaigns, leads until [`sensor_node::zk::Leadership::lost`] resolves, then campaigns
+//! It campaigns, leads until [`sensor_coord::zk::Leadership::lost`] resolves, then campaigns
 //! again, forever. Machine-readable lines on stdout (`<ts>` = Unix time in microseconds):
 //!
 //! * `STATE <Connecting|Connected|Suspended|Expired|Closed> <generation> <ts>` — session;
 //! * `LEADER <fencing> <ts>` — leadership acquired;
 //! * `ACT <fencing> <ts>` — every `ACT_EVERY_MS` while leading: `ts` is the moment
-//!   [`sensor_node::zk::Leadership::is_held`] was checked and said yes, i.e. a leader action;
+//!   [`sensor_coord::zk::Leadership::is_held`] was checked and said yes, i.e. a leader action;
 //! * `LOST <fencing> <ts>` — leadership lost (printed before any further `LEADER`);
 //! * `ERROR <message>` — a campaign failed; it retries.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sensor_node::zk::{Election, Session, SessionConfig};
+use sensor_coord::zk::{Election, Session, SessionConfig};
 
 fn now_us() -> u128 {
     SystemTime::now()

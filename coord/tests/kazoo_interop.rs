@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use sensor_node::zk::{Barrier, Counter, Election, Session};
+use sensor_coord::zk::{Barrier, Counter, Election, Session};
 use support::{
     assert_no_overlap, connected, field, lines, log_path, now_us, require_kazoo, spawn_kazoo,
     wait_line, Term,

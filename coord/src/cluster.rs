@@ -25,8 +25,8 @@
 use zookeeper_client as zkc;
 
 use crate::layout;
-use crate::outbox::read_u64;
-use crate::result::ClusterId;
+use crate::rounds::read_u64;
+use crate::wire::ClusterId;
 use crate::zk::{self, ZkError};
 
 /// The ensemble's cluster id, creating [`layout::CLUSTER`] if it does not exist yet (see
@@ -64,17 +64,13 @@ pub async fn ensure(client: &zkc::Client) -> Result<ClusterId, ZkError> {
 
 /// The id stored in [`layout::CLUSTER`], `None` if the znode does not exist.
 pub async fn read(client: &zkc::Client) -> Result<Option<ClusterId>, ZkError> {
-    match client.get_data(layout::CLUSTER).await {
-        Ok((data, _)) => {
-            let text = String::from_utf8_lossy(&data);
-            ClusterId::parse(&text)
-                .map(Some)
-                .map_err(|e| ZkError::Malformed {
-                    path: layout::CLUSTER.into(),
-                    reason: e.to_string(),
-                })
-        }
-        Err(zkc::Error::NoNode) => Ok(None),
-        Err(e) => Err(ZkError::zk("get", layout::CLUSTER, e)),
-    }
+    let Some((data, _)) = zk::get_opt(client, layout::CLUSTER).await? else {
+        return Ok(None);
+    };
+    ClusterId::parse(&String::from_utf8_lossy(&data))
+        .map(Some)
+        .map_err(|e| ZkError::Malformed {
+            path: layout::CLUSTER.into(),
+            reason: e.to_string(),
+        })
 }

@@ -1,4 +1,5 @@
-//! Helpers shared by `failures.rs` and `kazoo_interop.rs`: child processes (our `contender`
+//! Helpers shared by the recipe tests (`failures.rs`, `kazoo_interop.rs`, ...) and the node
+//! crate's `mixed_fleet.rs`: child processes (our `contender`
 //! example, the kazoo peer), their line protocol, and the leadership-interval checks.
 #![allow(dead_code)]
 
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sensor_node::zk::{Election, Session, SessionConfig};
+use sensor_coord::zk::{Election, Session, SessionConfig};
 use testkit::Proc;
 
 /// Unix time in microseconds: the clock every participant (Rust, child, Python) stamps with.
@@ -40,8 +41,8 @@ pub fn contender_path() -> PathBuf {
     let path = profile_dir.join("examples").join("contender");
     assert!(
         path.exists(),
-        "{} missing: run `cargo test -p zk-sensors-node` (which builds examples) or \
-         `cargo build -p zk-sensors-node --example contender` first",
+        "{} missing: run `cargo test -p zk-sensors-coord` (which builds examples) or \
+         `cargo build -p zk-sensors-coord --example contender` first",
         path.display()
     );
     path
@@ -209,7 +210,7 @@ impl InProcContender {
             loop {
                 let l = match election.campaign().await {
                     Ok(l) => l,
-                    Err(sensor_node::zk::ZkError::Closed) => return,
+                    Err(sensor_coord::zk::ZkError::Closed) => return,
                     Err(_) => {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;

@@ -26,7 +26,7 @@ pub mod watch;
 
 pub use barrier::Barrier;
 pub use counter::Counter;
-pub use election::{Election, Leadership};
+pub use election::{Election, GuardedMulti, LeaderGuard, Leadership};
 pub use session::{ConnState, Session, SessionConfig, SessionStatus};
 pub use watch::{ChildrenWatch, DataWatch, NodeData};
 
@@ -119,6 +119,24 @@ pub async fn get_opt(
     }
 }
 
+/// Most reads [`get_many_opt`] keeps in flight at once.
+const MAX_IN_FLIGHT: usize = 256;
+
+/// Reads many znodes at once ([`get_opt`] each), answers in the order of `paths`. The
+/// requests are pipelined over the session's one connection (up to 256 in flight), so
+/// reading a thousand znodes costs a few round trips, not a thousand.
+pub async fn get_many_opt<S: AsRef<str>>(
+    client: &zk::Client,
+    paths: &[S],
+) -> Result<Vec<Option<(Vec<u8>, zk::Stat)>>, ZkError> {
+    let mut out = Vec::with_capacity(paths.len());
+    for chunk in paths.chunks(MAX_IN_FLIGHT) {
+        let reads: Vec<_> = chunk.iter().map(|p| get_opt(client, p.as_ref())).collect();
+        out.extend(futures::future::try_join_all(reads).await?);
+    }
+    Ok(out)
+}
+
 /// A znode's children, sorted; `None` if it does not exist. Other errors are returned.
 pub async fn children_opt(client: &zk::Client, path: &str) -> Result<Option<Vec<String>>, ZkError> {
     match client.list_children(path).await {
@@ -128,6 +146,20 @@ pub async fn children_opt(client: &zk::Client, path: &str) -> Result<Option<Vec<
         }
         Err(zk::Error::NoNode) => Ok(None),
         Err(e) => Err(ZkError::zk("list", path, e)),
+    }
+}
+
+/// Deletes `path` (compare-and-set on `version` when given); `false` if it did not exist
+/// (absent is fine: deleted already by a retry or someone else). Other errors are returned.
+pub async fn delete_opt(
+    client: &zk::Client,
+    path: &str,
+    version: Option<i32>,
+) -> Result<bool, ZkError> {
+    match client.delete(path, version).await {
+        Ok(()) => Ok(true),
+        Err(zk::Error::NoNode) => Ok(false),
+        Err(e) => Err(ZkError::zk("delete", path, e)),
     }
 }
 

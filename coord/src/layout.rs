@@ -28,6 +28,10 @@ pub const CONFIG_SAMPLING_PERIOD: &str = "/config/sampling_period";
 pub const CONFIG_API_URL: &str = "/config/api_url";
 /// Live API instances: `/services/api/<instance>`, ephemeral, data = base URL.
 pub const SERVICES_API: &str = "/services/api";
+/// sensor-api's fencing probe: every API instance writes it to learn the ensemble's
+/// current zxid (a write's reply carries it), so it can refuse fencing tokens no leader
+/// can hold. Ours; its content is empty and meaningless.
+pub const FENCE_PROBE: &str = "/services/api-fence-probe";
 /// This ensemble's cluster id ([`crate::ClusterId`], ASCII, a UUID when created by this
 /// version), created once by the first leader; sent with every round so the API keeps
 /// each ensemble's rounds and fencing tokens apart (see [`crate::cluster`]).
@@ -42,9 +46,28 @@ pub const ROUNDS_DELIVERED: &str = "/rounds/delivered";
 /// [`crate::RoundResult`]. Deleted once the API acknowledged them.
 pub const OUTBOX: &str = "/rounds/outbox";
 
+/// Rounds the API refused for good (conflicting value), kept for inspection:
+/// `/rounds/conflicts/<round, 20 digits>`, same JSON as the outbox.
+pub const CONFLICTS: &str = "/rounds/conflicts";
+
 /// The outbox znode of round `round` (zero-padded so names sort in round order).
 pub fn outbox_entry(round: u64) -> String {
     format!("{OUTBOX}/{round:020}")
+}
+
+/// The znode of set-aside round `round` (20 digits, like the outbox, so names sort).
+pub fn conflict_entry(round: u64) -> String {
+    format!("{CONFLICTS}/{round:020}")
+}
+
+/// The election znode `name` (a child of [`ELECTION`], `<uuid hex>__lock__<seq>`).
+pub fn contender(name: &str) -> String {
+    format!("{ELECTION}/{name}")
+}
+
+/// The registration znode of API instance `instance` (a child of [`SERVICES_API`]).
+pub fn api_instance(instance: &str) -> String {
+    format!("{SERVICES_API}/{instance}")
 }
 
 /// The claim znode of node `id`.

@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::RngExt;
+use sensor_common::backoff::Backoff;
 use tokio::sync::watch;
 use zookeeper_client as zk;
 
@@ -213,7 +213,10 @@ pub fn is_transient(err: &zk::Error) -> bool {
 async fn supervise(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut generation = 0u64;
-    let mut attempt = 0u32;
+    // 200 ms doubling to 2 s, never below 60 % of that: an immediate retry against a
+    // server that just refused is pointless.
+    let mut retry =
+        Backoff::new(Duration::from_millis(200), Duration::from_secs(2)).with_floor(0.6);
     loop {
         if *shutdown.borrow() {
             return;
@@ -226,8 +229,8 @@ async fn supervise(shared: Arc<Shared>) {
         let client = match client {
             Ok(c) => c,
             Err(err) => {
-                attempt = attempt.saturating_add(1);
-                let delay = backoff(attempt);
+                let delay = retry.next_delay();
+                let attempt = retry.attempts();
                 if attempt == 1 || attempt.is_power_of_two() {
                     tracing::warn!(hosts = %shared.config.connect_string, error = %err, attempt, retry_in_ms = delay.as_millis() as u64, "cannot establish ZooKeeper session; retrying");
                 }
@@ -237,7 +240,7 @@ async fn supervise(shared: Arc<Shared>) {
                 }
             }
         };
-        attempt = 0;
+        retry.reset();
         generation += 1;
         let session_id = client.session_id().0;
         tracing::info!(generation, session = %format!("{session_id:#x}"), timeout_ms = client.session_timeout().as_millis() as u64, "ZooKeeper session established");
@@ -289,12 +292,6 @@ async fn supervise(shared: Arc<Shared>) {
             shared.status.send_modify(|s| s.state = mapped);
         }
     }
-}
-
-fn backoff(attempt: u32) -> Duration {
-    let base_ms = 100u64.saturating_mul(1u64 << attempt.min(5)).min(2_000);
-    let jitter = rand::rng().random_range(0.6..1.4);
-    Duration::from_millis((base_ms as f64 * jitter) as u64)
 }
 
 async fn connect_once(config: &SessionConfig) -> Result<zk::Client, zk::Error> {

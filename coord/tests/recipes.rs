@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sensor_node::zk::{
+use sensor_coord::zk::{
     self, Barrier, ChildrenWatch, ConnState, Counter, DataWatch, Election, NodeData, Session,
     SessionConfig,
 };

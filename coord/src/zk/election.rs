@@ -80,26 +80,25 @@ impl Election {
     /// the current leader. Nodes that vanish while listing are skipped.
     pub async fn contenders(&self) -> Result<Vec<String>, ZkError> {
         let client = self.session.wait_connected_for(self.timeout()).await?;
-        let children = match client.list_children(&self.path).await {
-            Ok(c) => c,
-            Err(zk::Error::NoNode) => return Ok(Vec::new()),
-            Err(e) => return Err(ZkError::zk("list", &self.path, e)),
-        };
+        let children = super::children_opt(&client, &self.path)
+            .await?
+            .unwrap_or_default();
         let mut seqs: Vec<(i64, String)> = children
             .into_iter()
             .filter_map(|n| contender_sequence(&n).map(|s| (s, n)))
             .collect();
         seqs.sort();
-        let mut out = Vec::with_capacity(seqs.len());
-        for (_, name) in seqs {
-            let p = format!("{}/{}", self.path, name);
-            match client.get_data(&p).await {
-                Ok((data, _)) => out.push(String::from_utf8_lossy(&data).into_owned()),
-                Err(zk::Error::NoNode) => {}
-                Err(e) => return Err(ZkError::zk("get", &p, e)),
-            }
-        }
-        Ok(out)
+        // Pipelined: one round trip for the lot, not one per contender.
+        let paths: Vec<String> = seqs
+            .iter()
+            .map(|(_, name)| format!("{}/{}", self.path, name))
+            .collect();
+        Ok(super::get_many_opt(&client, &paths)
+            .await?
+            .into_iter()
+            .flatten()
+            .map(|(data, _)| String::from_utf8_lossy(&data).into_owned())
+            .collect())
     }
 
     fn timeout(&self) -> Duration {
@@ -168,10 +167,8 @@ impl Election {
     /// would otherwise sit in the queue for as long as the session lives.
     async fn remove_leftovers(&self, client: &zk::Client, prefix: &str) -> Result<(), ZkError> {
         let my_session = client.session_id().0;
-        let children = match client.list_children(&self.path).await {
-            Ok(c) => c,
-            Err(zk::Error::NoNode) => return Ok(()),
-            Err(e) => return Err(ZkError::zk("list", &self.path, e)),
+        let Some(children) = super::children_opt(client, &self.path).await? else {
+            return Ok(());
         };
         for name in children {
             if name.starts_with(prefix) || contender_sequence(&name).is_none() {
@@ -186,12 +183,8 @@ impl Election {
             if stat.ephemeral_owner != my_session {
                 continue;
             }
-            match client.delete(&path, None).await {
-                Ok(()) | Err(zk::Error::NoNode) => {
-                    tracing::warn!(node = %path, "election: removed a leftover contender of this session (an earlier delete was lost)");
-                }
-                Err(e) => return Err(ZkError::zk("delete", &path, e)),
-            }
+            super::delete_opt(client, &path, None).await?;
+            tracing::warn!(node = %path, "election: removed a leftover contender of this session (an earlier delete was lost)");
         }
         Ok(())
     }
@@ -480,9 +473,26 @@ impl Leadership {
     }
 
     /// Our contender znode. Put `check_version(guard_path, 0)` in a multi to make a write
-    /// commit only while we still lead (the znode's data is never changed, so version 0).
+    /// commit only while we still lead (the znode's data is never changed, so version 0);
+    /// [`Leadership::guarded_multi`] does exactly that.
     pub fn guard_path(&self) -> &str {
         &self.node
+    }
+
+    /// The guard of this leadership as an owned value, for a transaction built where the
+    /// handle cannot go (a spawned task): [`LeaderGuard::multi`].
+    pub fn guard(&self) -> LeaderGuard {
+        LeaderGuard {
+            node: self.node.clone(),
+        }
+    }
+
+    /// Starts a ZooKeeper transaction that commits only while we still lead: its first
+    /// operation checks our contender znode, and a failed check is reported as
+    /// [`ZkError::LeadershipLost`] ([`GuardedMulti`]). `label` names the transaction in
+    /// errors (usually the znode it is about).
+    pub fn guarded_multi<'a>(&self, client: &'a zk::Client, label: &str) -> GuardedMulti<'a> {
+        self.guard().multi(client, label)
     }
 
     /// Asks ZooKeeper whether our znode still exists in our session. Fails with
@@ -619,6 +629,108 @@ async fn monitor(
                 }
             }
         }
+    }
+}
+
+/// The guard of a [`Leadership`] (its contender znode), detached from the handle.
+#[derive(Clone, Debug)]
+pub struct LeaderGuard {
+    node: String,
+}
+
+impl LeaderGuard {
+    /// Starts a guarded transaction: see [`Leadership::guarded_multi`].
+    pub fn multi<'a>(&self, client: &'a zk::Client, label: &str) -> GuardedMulti<'a> {
+        let mut txn = client.new_multi_writer();
+        // Only fails on an invalid path, which `commit` then reports.
+        let invalid = txn.add_check_version(&self.node, 0).err();
+        GuardedMulti {
+            txn,
+            label: label.to_string(),
+            invalid,
+        }
+    }
+}
+
+/// A ZooKeeper transaction guarded by a leadership: operation 0 checks the leader's
+/// contender znode (version 0), so the whole transaction applies only while that znode
+/// exists, i.e. while the leader's session owns it. The caller's operations are 1, 2, ...
+///
+/// | failure | error from [`GuardedMulti::commit`] |
+/// |---|---|
+/// | the check (znode gone or replaced) | [`ZkError::LeadershipLost`] |
+/// | another operation (`NodeExists`, `BadVersion`, ...) | [`ZkError::Zk`] with that error |
+/// | the request (connection loss, ...) | [`ZkError::Zk`] (transient: outcome unknown) |
+/// | an operation with an invalid path | [`ZkError::Zk`], nothing sent |
+///
+/// Callers that must tell one operation's failure apart use
+/// [`GuardedMulti::commit_raw`] and [`multi_error`] for the rest.
+pub struct GuardedMulti<'a> {
+    txn: zk::MultiWriter<'a>,
+    label: String,
+    invalid: Option<zk::Error>,
+}
+
+impl<'a> GuardedMulti<'a> {
+    fn add(&mut self, added: Result<(), zk::Error>) -> &mut Self {
+        if let Err(e) = added {
+            self.invalid.get_or_insert(e);
+        }
+        self
+    }
+
+    /// Adds a create of `path`.
+    pub fn create(
+        &mut self,
+        path: &str,
+        data: &[u8],
+        options: &zk::CreateOptions<'_>,
+    ) -> &mut Self {
+        let added = self.txn.add_create(path, data, options);
+        self.add(added)
+    }
+
+    /// Adds a write of `path`'s data (compare-and-set on `version` when given).
+    pub fn set_data(&mut self, path: &str, data: &[u8], version: Option<i32>) -> &mut Self {
+        let added = self.txn.add_set_data(path, data, version);
+        self.add(added)
+    }
+
+    /// Adds a delete of `path` (compare-and-set on `version` when given).
+    pub fn delete(&mut self, path: &str, version: Option<i32>) -> &mut Self {
+        let added = self.txn.add_delete(path, version);
+        self.add(added)
+    }
+
+    /// Commits; errors as in the table above.
+    pub async fn commit(self) -> Result<Vec<zk::MultiWriteResult>, ZkError> {
+        let label = self.label.clone();
+        self.commit_raw().await?.map_err(|e| multi_error(&label, e))
+    }
+
+    /// Commits, giving the client's error as is for the caller to inspect (operation
+    /// indices count the guard as 0). An operation that could not even be added (an
+    /// invalid path) is the outer `Err`.
+    pub async fn commit_raw(
+        mut self,
+    ) -> Result<Result<Vec<zk::MultiWriteResult>, zk::MultiWriteError>, ZkError> {
+        if let Some(e) = self.invalid {
+            return Err(ZkError::zk("multi", &self.label, e));
+        }
+        Ok(self.txn.commit().await)
+    }
+}
+
+/// Maps a failed guarded transaction to [`ZkError`]: a failed check (operation 0) means we
+/// are not leader any more.
+pub fn multi_error(label: &str, err: zk::MultiWriteError) -> ZkError {
+    match err {
+        zk::MultiWriteError::RequestFailed { source } => ZkError::zk("multi", label, source),
+        zk::MultiWriteError::OperationFailed {
+            index: 0,
+            source: zk::Error::NoNode | zk::Error::BadVersion,
+        } => ZkError::LeadershipLost,
+        zk::MultiWriteError::OperationFailed { source, .. } => ZkError::zk("multi", label, source),
     }
 }
 

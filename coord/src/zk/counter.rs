@@ -23,6 +23,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sensor_common::backoff::Backoff;
 use zookeeper_client as zk;
 
 use super::{ensure_path, Session, ZkError};
@@ -119,7 +120,7 @@ impl Counter {
     /// the session expired before the outcome could be read (see the module doc).
     pub async fn add(&self, delta: i64) -> Result<i64, ZkError> {
         let mut marker = self.marker.lock().await;
-        let mut backoff = self.min_backoff;
+        let mut backoff = Backoff::new(self.min_backoff, self.max_backoff);
         // Attempts whose answer was lost: (attempt number, value it would give). Every attempt
         // checks the marker version we last saw, so at most one of them can ever apply, and
         // only until one of ours succeeds or the marker shows which one did.
@@ -174,9 +175,7 @@ impl Counter {
                 Ok(Attempt::Applied(v)) => return Ok(v),
                 Ok(Attempt::Conflict) => {
                     // Contention: jitter a little so N clients do not collide in lockstep.
-                    let jitter = rand::random_range(0..=backoff.as_millis() as u64);
-                    tokio::time::sleep(Duration::from_millis(jitter)).await;
-                    backoff = (backoff * 2).min(self.max_backoff);
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Ok(Attempt::MarkerStale) => {
                     if let Ok(Some(seen)) = self.read_marker(&client, &mut marker).await {

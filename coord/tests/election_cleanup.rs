@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use sensor_node::zk::{self, ConnState, Election, Session};
+use sensor_coord::zk::{self, ConnState, Election, Session};
 use support::{connected, InProcContender, Partition};
 
 fn chrooted(connect: &str, chroot: &str) -> String {

@@ -10,7 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use sensor_node::zk::{
+use sensor_coord::zk::{
     self, Barrier, ChildrenWatch, ConnState, Counter, DataWatch, NodeData, Session, SessionConfig,
 };
 use support::{
@@ -544,7 +544,7 @@ async fn frozen_server_revokes_leadership_and_the_election_recovers() {
 
     server.pause();
     let t0 = Instant::now();
-    let bound = sensor_node::zk::election::lease_length(SESSION) + Duration::from_millis(500);
+    let bound = sensor_coord::zk::election::lease_length(SESSION) + Duration::from_millis(500);
     assert!(
         testkit::wait_until_async(bound, || std::future::ready(!c1.leading())).await,
         "leader still believes it leads {:?} into the freeze",
@@ -621,7 +621,7 @@ async fn quorum_loss_revokes_leadership_and_everything_recovers() {
     }
     // In-process leader: is_held() turns false at once on suspension, and at the latest when
     // the lease (2/3 of the session timeout) runs out; 500 ms slack for a loaded machine.
-    let bound = sensor_node::zk::election::lease_length(SESSION) + Duration::from_millis(500);
+    let bound = sensor_coord::zk::election::lease_length(SESSION) + Duration::from_millis(500);
     assert!(
         testkit::wait_until_async(bound, || std::future::ready(!inproc.leading())).await,
         "in-process leader still believes it leads {:?} into the outage",
