@@ -1,8 +1,11 @@
 //! Durations in flags and env vars: `500ms`, `10s`, `5m`, `2h`, `30d`, compound forms such
-//! as `1m30s` (humantime's units), a decimal with one unit (`1.5s`), or a bare number of
-//! seconds (`10`, `0.5`).
+//! as `1m30s` (parsed by humantime, limited to these five units), a decimal with one unit
+//! (`1.5s`), or a bare number of seconds (`10`, `0.5`).
 
 use std::time::Duration;
+
+/// The units a duration flag may name.
+const UNITS: [&str; 5] = ["ms", "s", "m", "h", "d"];
 
 /// Parses a duration flag (see the module doc).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -10,6 +13,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let hint = "(e.g. 500ms, 10s, 5m, 2h, 30d)";
     if let Ok(secs) = text.parse::<f64>() {
         return Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"));
+    }
+    // Only the units the flags always took (humantime also knows years, months, ...).
+    for unit in text
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|u| !u.is_empty())
+    {
+        if !UNITS.contains(&unit) {
+            return Err(format!(
+                "unknown duration unit {unit:?} in {text:?} (use ms, s, m, h, d)"
+            ));
+        }
     }
     if let Ok(d) = humantime::parse_duration(text) {
         return Ok(d);
@@ -61,7 +75,7 @@ mod tests {
         ] {
             assert_eq!(parse_duration(text), Ok(want), "{text}");
         }
-        for bad in ["", "abc", "5x", "-1s", "1.5.2s", "s"] {
+        for bad in ["", "abc", "5x", "5y", "2min", "-1s", "1.5.2s", "s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
