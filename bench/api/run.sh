@@ -91,7 +91,7 @@ echo "== RSS after load: $(rss_kb) kB, peak: $(hwm_kb) kB"
 echo "== stored points: $(redis-cli -p "$RPORT" zcard bench:time)"
 
 # The same Lua script the API runs per legacy ingest, straight from the source.
-LUA=$(awk '/^const INGEST_LUA: &str = r#"/{flag=1; next} /^"#;/{flag=0} flag' "$ROOT/api/src/store.rs")
+LUA=$(cat "$ROOT/api/src/store/lua/ingest.lua")
 SHA=$(redis-cli -p "$RPORT" script load "$LUA")
 KEYS=(rb:rec rb:time rb:fence rb:last_round rb:legacy_seq)
 for s in 10000 60000 300000 3600000 86400000; do KEYS+=("rb:roll:$s" "rb:rollidx:$s"); done
