@@ -14,7 +14,10 @@ pub(super) struct Keys {
     pub(super) legacy_seq: String,
     pub(super) roll: Vec<String>,
     pub(super) rollidx: Vec<String>,
+    pub(super) rollup: String,
     pub(super) leaders: String,
+    pub(super) roundidx: String,
+    pub(super) roundidx_state: String,
 }
 
 impl Keys {
@@ -28,6 +31,9 @@ impl Keys {
             clusters: format!("{prefix}:clusters"),
             legacy_seq: format!("{prefix}:legacy_seq"),
             leaders: format!("{prefix}:leaders"),
+            rollup: format!("{prefix}:rollup"),
+            roundidx: format!("{prefix}:roundidx"),
+            roundidx_state: format!("{prefix}:roundidx:state"),
             roll: ROLLUP_STEPS_MS
                 .iter()
                 .map(|s| format!("{prefix}:roll:{s}"))

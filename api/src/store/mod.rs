@@ -13,9 +13,12 @@
 //! | `P:cluster:<id>:last_round` | string | the same, for cluster `<id>`                     |
 //! | `P:clusters`       | set    | every cluster id that stored a node round (`fence show`)   |
 //! | `P:legacy_seq`     | string | counter numbering legacy `/nuevo` points                   |
-//! | `P:roll:<step>`    | hash   | bucket start (ms) → `count sum min max last last_ms samples` |
+//! | `P:rollup`         | hash   | `<step>:<bucket start>` → `count sum min max last last_ms samples`, every level |
+//! | `P:roll:<step>`    | hash   | bucket start → the same: written by versions before `P:rollup`, still read and trimmed |
 //! | `P:rollidx:<step>` | zset   | bucket start scored by itself (which buckets exist)        |
 //! | `P:leaders`        | zset   | one entry per leader change, scored by `taken_at_ms`       |
+//! | `P:roundidx`       | zset   | node rounds only, all scored 0, ordered by text: `<enc(taken_at_ms)> <member> <fencing, 20 digits> <leader>` |
+//! | `P:roundidx:state` | string | `ready` once `P:roundidx` holds every stored node round (see Upgrades) |
 //!
 //! A *member* names one stored point: `r:<round, 20 digits>` for a node round of the
 //! default cluster, `r:<round, 20 digits>:<cluster id>` for one of another cluster, and
@@ -40,7 +43,13 @@
 //! * A batch is all-or-nothing: if one item conflicts, nothing of the batch is written.
 //! * Rollups are updated by the same script as the point, so they never disagree with the
 //!   raw data (except after retention, which deletes a rollup bucket only once it lies
-//!   entirely before the cutoff).
+//!   entirely before the cutoff). A bucket is the merge of its `P:roll:<step>` part (from
+//!   before the upgrade) and its `P:rollup` part; one ingest call reads every bucket it
+//!   touches with one `HMGET` and writes them with one `HSET`, whatever the batch size.
+//! * `P:roundidx` holds exactly the stored node rounds (retention removes entries with
+//!   their points). `enc` (in `lua/common.lua`) makes text order equal time order, so the
+//!   neighbours of a round among node rounds are one `ZREVRANGEBYLEX`/`ZRANGEBYLEX` each,
+//!   carry their leader and fencing token, and legacy points are never visited.
 //! * `P:leaders` holds an entry for a node round exactly when its leader differs from the
 //!   leader of the nearest earlier stored node round in time order (`taken_at_ms`, then
 //!   member; legacy points are skipped, they have no leader). The ingest script keeps this
@@ -49,6 +58,15 @@
 //!   <JSON ["previous leader","new leader"]>`. Entries are not backfilled: points stored
 //!   by a version without this key have no leader-change entries among themselves (the
 //!   first round stored afterwards is compared with its stored predecessor as usual).
+//!
+//! # Upgrades
+//! Data written before `P:rollup` and `P:roundidx` existed reads unchanged: old rollup
+//! hashes are merged into every read and trimmed by retention. The ingest script migrates
+//! once, in place and incrementally: while `P:roundidx:state` is not `ready` it holds how
+//! many points of `P:time` (newest first) have been indexed, and each ingest call indexes
+//! the node rounds among the next 1 000 (a few milliseconds of Redis time) and finds
+//! neighbours with the old scan of `P:time` until the index is complete. A fresh
+//! deployment is `ready` on its first ingest.
 //!
 //! # Failure behaviour
 //! The connection is a lazily connecting [`ConnectionManager`]: the store can be created
@@ -134,6 +152,14 @@ struct Scripts {
     trim_rollups: Script,
 }
 
+/// Lua shared by every script (`enc`/`dec` of P:roundidx keys, rollup number text).
+const COMMON_LUA: &str = include_str!("lua/common.lua");
+
+/// A store script: [`COMMON_LUA`] followed by `body`.
+fn script(body: &str) -> Script {
+    Script::new(&format!("{COMMON_LUA}\n{body}"))
+}
+
 /// Handle to the Redis store; cheap to clone (all clones share one multiplexed connection).
 #[derive(Clone)]
 pub struct Store {
@@ -168,11 +194,11 @@ impl Store {
             conn,
             keys: Arc::new(Keys::new(&config.key_prefix)),
             scripts: Arc::new(Scripts {
-                ingest: Script::new(ingest::INGEST_LUA),
-                page: Script::new(page::PAGE_LUA),
-                rollup_range: Script::new(rollup::ROLLUP_RANGE_LUA),
-                trim_points: Script::new(retention::TRIM_POINTS_LUA),
-                trim_rollups: Script::new(retention::TRIM_ROLLUPS_LUA),
+                ingest: script(ingest::INGEST_LUA),
+                page: script(page::PAGE_LUA),
+                rollup_range: script(rollup::ROLLUP_RANGE_LUA),
+                trim_points: script(retention::TRIM_POINTS_LUA),
+                trim_rollups: script(retention::TRIM_ROLLUPS_LUA),
             }),
             latency: Arc::new(LatencyHistogram::default()),
         })

@@ -32,6 +32,7 @@ impl Store {
                         .trim_points
                         .key(&self.keys.time)
                         .key(&self.keys.rec)
+                        .key(&self.keys.roundidx)
                         .arg(cutoff_ms)
                         .arg(RETENTION_BATCH)
                         .invoke_async(&mut conn),
@@ -59,8 +60,10 @@ impl Store {
                             .trim_rollups
                             .key(&self.keys.rollidx[level])
                             .key(&self.keys.roll[level])
+                            .key(&self.keys.rollup)
                             .arg(max_start)
                             .arg(RETENTION_BATCH)
+                            .arg(step)
                             .invoke_async(&mut conn),
                     )
                     .await?;

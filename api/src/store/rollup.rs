@@ -1,8 +1,9 @@
 //! Rollups: per-bucket aggregates kept at ingest, and the exact aggregation of ranges and
 //! bucket grids from them.
 //!
-//! Rollup buckets of one level with start in [lo, hi]. KEYS: rollidx, roll. ARGV: lo, hi.
-//! Returns flat [start, agg, ...].
+//! `lua/rollup_range.lua` reads the rollup buckets of one level with start in `[lo, hi]`
+//! (KEYS: rollidx, roll, rollup; ARGV: lo, hi, step) and returns flat
+//! `[start, pre-upgrade aggregate or "", aggregate or "", ...]`.
 
 use std::collections::BTreeMap;
 
@@ -131,17 +132,32 @@ impl Store {
                     .rollup_range
                     .key(&self.keys.rollidx[level])
                     .key(&self.keys.roll[level])
+                    .key(&self.keys.rollup)
                     .arg(lo)
                     .arg(hi)
+                    .arg(ROLLUP_STEPS_MS[level])
                     .invoke_async(&mut conn),
             )
             .await?;
-        flat.chunks(2)
-            .map(|pair| {
-                let start: i64 = pair[0]
+        if !flat.len().is_multiple_of(3) {
+            return Err(StoreError::Corrupt(format!(
+                "rollup range returned {} fields",
+                flat.len()
+            )));
+        }
+        flat.chunks(3)
+            .map(|t| {
+                let start: i64 = t[0]
                     .parse()
-                    .map_err(|_| StoreError::Corrupt(format!("rollup start {:?}", pair[0])))?;
-                parse_agg(start, pair.get(1).map(String::as_str).unwrap_or(""))
+                    .map_err(|_| StoreError::Corrupt(format!("rollup start {:?}", t[0])))?;
+                // A bucket may have a part written before the upgrade (`P:roll:<step>`)
+                // and a part written after it (`P:rollup`): their merge is the bucket.
+                let mut acc = Acc::empty(start);
+                for text in [&t[1], &t[2]].into_iter().filter(|x| !x.is_empty()) {
+                    let (b, last_ms) = parse_agg(start, text)?;
+                    acc.merge(&b, last_ms);
+                }
+                Ok((acc.bucket, acc.last_ms))
             })
             .collect()
     }
