@@ -19,7 +19,7 @@
 //! many legacy points lie around it.
 
 use super::keys::pad;
-use super::rollup::ROLLUP_STEPS_MS;
+use super::planner::ROLLUP_STEPS_MS;
 use super::{Average, ClusterId, IngestResult, IngestStatus, NewPoint, Store, StoreError};
 
 /// The ingest script (see the module doc for its keys and arguments).

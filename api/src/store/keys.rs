@@ -1,6 +1,6 @@
 //! Redis key names and point members (the data model is in the [`super`] module doc).
 
-use super::rollup::ROLLUP_STEPS_MS;
+use super::planner::ROLLUP_STEPS_MS;
 use super::ClusterId;
 
 /// Every key of one deployment (one prefix).

@@ -81,7 +81,8 @@
 //! | `keys` | key names and point members |
 //! | `ingest` (+ `lua/ingest.lua`) | atomic, idempotent, fenced batch ingest |
 //! | `page` (+ `lua/page.lua`) | points by round, counts, cursor pages |
-//! | `rollup` (+ `lua/rollup_range.lua`) | rollup levels and exact bucket aggregation |
+//! | [`planner`] | the query planner: rollup levels, every read limit, rollups or raw points |
+//! | `rollup` (+ `lua/rollup_range.lua`) | reading rollups, executing plans: [`Store::series`] |
 //! | `stats` | range summaries |
 //! | `leaders` | leader changes |
 //! | `fence` | per-cluster fence, last round, cluster set |
@@ -95,6 +96,7 @@ mod keys;
 mod leaders;
 pub mod model;
 mod page;
+pub mod planner;
 mod retention;
 mod rollup;
 mod stats;
@@ -110,7 +112,7 @@ use crate::metrics::LatencyHistogram;
 pub use error::{StoreError, UNAVAILABLE_CODES};
 pub use leaders::{LeaderChange, LEADER_CHANGES_LIMIT};
 pub use model::{Average, Bucket, Cursor, NewPoint, Positioned, Stats};
-pub use rollup::{ROLLUP_STEPS_MS, SUB_ROLLUP_RAW_LIMIT};
+pub use planner::{Exactness, SeriesQuery, ROLLUP_STEPS_MS, SUB_ROLLUP_RAW_LIMIT};
 
 use keys::Keys;
 

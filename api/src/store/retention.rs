@@ -6,7 +6,7 @@
 
 use redis::AsyncCommands;
 
-use super::rollup::ROLLUP_STEPS_MS;
+use super::planner::ROLLUP_STEPS_MS;
 use super::{Store, StoreError};
 
 /// How many points one retention script call deletes, so Redis serves ingest in between.

@@ -1,5 +1,5 @@
-//! Rollups: per-bucket aggregates kept at ingest, and the exact aggregation of ranges and
-//! bucket grids from them.
+//! Rollups: reading the per-bucket aggregates kept at ingest, and executing the query
+//! planner's plans ([`super::planner`]): bucketed series and exact range aggregates.
 //!
 //! `lua/rollup_range.lua` reads the rollup buckets of one level with start in `[lo, hi]`
 //! (KEYS: rollidx, roll, rollup; ARGV: lo, hi, step) and returns flat
@@ -7,23 +7,10 @@
 
 use std::collections::BTreeMap;
 
+use futures::future::try_join_all;
+
+use super::planner::{self, Piece, Plan, Read, Refusal, SeriesQuery, ROLLUP_STEPS_MS};
 use super::{Average, Bucket, Cursor, Store, StoreError};
-
-/// Rollup levels (bucket widths in ms) maintained at ingest: 10 s, 1 min, 5 min, 1 h, 1 day.
-/// Their ratios are small integers, so any range decomposes into few rollup buckets.
-pub const ROLLUP_STEPS_MS: [i64; 5] = [10_000, 60_000, 300_000, 3_600_000, 86_400_000];
-
-/// Below this many raw points in a range, [`Store::buckets`] aggregates raw points directly
-/// (cheaper than assembling rollups for small ranges).
-const RAW_AGGREGATION_LIMIT: u64 = 2_000;
-
-/// Most raw points [`Store::buckets`] aggregates for a bucket width under the finest rollup
-/// (10 s), where no rollup can serve the buckets. About 14 hours of one-second rounds: the
-/// points are read in pages of [`RAW_PAGE`], so Redis is never blocked for long, and one
-/// call costs a few hundred milliseconds at most. Past it, such widths are refused
-/// ([`StoreError::InvalidArgument`]); callers widen to 10 s first (the Grafana layer checks
-/// this limit with [`Store::count_range`] before asking).
-pub const SUB_ROLLUP_RAW_LIMIT: u64 = 50_000;
 
 /// Points read per script call when aggregating raw points.
 const RAW_PAGE: usize = 5_000;
@@ -113,10 +100,6 @@ impl Acc {
     }
 }
 
-pub(super) fn floor_to(x: i64, step: i64) -> i64 {
-    x.div_euclid(step) * step
-}
-
 impl Store {
     /// Rollup buckets of level `level` whose start lies in `[lo, hi]`, with their last_ms.
     pub(super) async fn rollups(
@@ -163,165 +146,90 @@ impl Store {
     }
 
     /// Exact aggregate of all points in `[from_ms, to_ms]`, from as few rollup buckets as
-    /// possible (coarse levels in the middle, finer towards the edges, raw points only for
-    /// the sub-10-second remainders). The range should first be clamped to the data.
+    /// possible ([`planner::decompose`]). The range should first be clamped to the data.
     pub(super) async fn aggregate_exact(
         &self,
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Acc, StoreError> {
         let mut acc = Acc::empty(from_ms);
-        // Work list of (range, highest level allowed); ranges are inclusive.
-        let mut work = vec![(from_ms, to_ms, ROLLUP_STEPS_MS.len())];
-        while let Some((a, b, levels)) = work.pop() {
-            if a > b {
-                continue;
-            }
-            if levels == 0 {
-                // Less than one finest rollup step (10 s) of raw points.
-                for p in self.range_asc(a, b, usize::MAX >> 1).await? {
-                    acc.add_point(&p);
+        for piece in planner::decompose(from_ms, to_ms) {
+            match piece {
+                Piece::Rollups { level, lo, hi } => {
+                    for (bucket, last_ms) in self.rollups(level, lo, hi).await? {
+                        acc.merge(&bucket, last_ms);
+                    }
                 }
-                continue;
-            }
-            let level = levels - 1;
-            let step = ROLLUP_STEPS_MS[level];
-            let first_full = floor_to(a + step - 1, step);
-            let end_full = floor_to(b + 1, step); // exclusive
-            if first_full < end_full {
-                for (bucket, last_ms) in self.rollups(level, first_full, end_full - step).await? {
-                    acc.merge(&bucket, last_ms);
+                Piece::Raw { from_ms, to_ms } => {
+                    for p in self.range_asc(from_ms, to_ms, usize::MAX >> 1).await? {
+                        acc.add_point(&p);
+                    }
                 }
-                work.push((a, first_full - 1, level));
-                work.push((end_full, b, level));
-            } else {
-                work.push((a, b, level));
             }
         }
         Ok(acc)
     }
 
-    /// Aggregates per bucket of `bucket_ms` (aligned to multiples of bucket_ms since epoch)
-    /// over [from_ms, to_ms]; only non-empty buckets, ascending.
-    ///
-    /// Fast on huge histories: buckets fully inside the range are assembled from the
-    /// coarsest rollup level whose width divides `bucket_ms`; the (at most two) partially
-    /// covered edge buckets are computed exactly. Small ranges (few raw points) are
-    /// aggregated from raw points. If no rollup width divides `bucket_ms` and the range is
-    /// large, the coarsest rollup level at most a tenth of `bucket_ms` wide (else the 10 s
-    /// level) is used, each of its buckets attributed to the output bucket containing its
-    /// start: an approximation of at most one rollup step at bucket edges (every output
-    /// bucket of 10 s or more contains a rollup start, so none is left spuriously empty).
-    /// Callers wanting exact edges pick widths that are multiples of 10 s, 1 min, 5 min,
-    /// 1 h or 1 day. Widths under 10 s are always aggregated from raw points, exactly, up
-    /// to [`SUB_ROLLUP_RAW_LIMIT`] points in the range.
+    /// The one bucketed read behind every chart and query: aggregates per bucket of
+    /// `q.width_ms` (aligned to multiples of the width since the epoch) over
+    /// `[q.from_ms, q.to_ms]`, only non-empty buckets, ascending, as the query planner
+    /// plans it ([`planner::plan`]: rollups or raw points, the limits). Costs two `ZRANGE`s
+    /// and a `ZCOUNT` to plan, then the plan's reads; rollup chunks run concurrently on
+    /// the multiplexed connection.
     ///
     /// Fails when Redis does ([`StoreError::Unavailable`]), and with
-    /// [`StoreError::InvalidArgument`] for `bucket_ms <= 0` or a width under 10 s over more
-    /// than [`SUB_ROLLUP_RAW_LIMIT`] points.
-    pub async fn buckets(
-        &self,
-        from_ms: i64,
-        to_ms: i64,
-        bucket_ms: i64,
-    ) -> Result<Vec<Bucket>, StoreError> {
-        if bucket_ms <= 0 {
-            return Err(StoreError::InvalidArgument(format!(
-                "bucket width must be positive, got {bucket_ms}"
-            )));
+    /// [`StoreError::InvalidArgument`] carrying the planner's [`Refusal`] text for a read
+    /// past a limit or a width `<= 0`.
+    pub async fn series(&self, q: SeriesQuery) -> Result<Vec<Bucket>, StoreError> {
+        let refused = |r: Refusal| StoreError::InvalidArgument(r.to_string());
+        if q.width_ms <= 0 {
+            return Err(refused(Refusal::BadWidth(q.width_ms)));
         }
-        let Some((first, last)) = self.time_bounds().await? else {
+        let Some(bounds) = self.time_bounds().await? else {
             return Ok(Vec::new());
         };
-        let (from_ms, to_ms) = (from_ms.max(first), to_ms.min(last));
-        if from_ms > to_ms {
+        let Some((from, to)) = planner::clamp(&q, bounds) else {
             return Ok(Vec::new());
-        }
+        };
+        let points = self.count_range(from, to).await?;
+        let width = q.width_ms;
         let mut out: BTreeMap<i64, Acc> = BTreeMap::new();
         let mut add = |start: i64, b: &Bucket, last_ms: i64| {
             out.entry(start)
                 .or_insert_with(|| Acc::empty(start))
                 .merge(b, last_ms);
         };
-        let raw_count = self.count_range(from_ms, to_ms).await?;
-        let level = ROLLUP_STEPS_MS
-            .iter()
-            .rposition(|step| bucket_ms % step == 0);
-        let sub_rollup = bucket_ms < ROLLUP_STEPS_MS[0];
-        if sub_rollup && raw_count > SUB_ROLLUP_RAW_LIMIT {
-            // Rollups are 10 s wide: they would fill only every few sub-10-second buckets
-            // and leave the others empty, which reads as outages. Refuse instead.
-            return Err(StoreError::InvalidArgument(format!(
-                "bucket width {bucket_ms} ms is finer than the finest rollup ({} ms) and the range holds {raw_count} points (limit {SUB_ROLLUP_RAW_LIMIT}); use a width of at least {} ms or a shorter range",
-                ROLLUP_STEPS_MS[0], ROLLUP_STEPS_MS[0]
-            )));
-        }
-        if raw_count <= RAW_AGGREGATION_LIMIT || sub_rollup {
-            let mut after: Option<Cursor> = None;
-            loop {
-                let page = self
-                    .page_asc(from_ms, to_ms, after.as_ref(), RAW_PAGE)
-                    .await?;
-                let full = page.len() == RAW_PAGE;
-                for p in &page {
-                    let mut acc = Acc::empty(0);
-                    acc.add_point(&p.average);
-                    add(
-                        floor_to(p.average.taken_at_ms, bucket_ms),
-                        &acc.bucket,
-                        acc.last_ms,
-                    );
-                }
-                match page.into_iter().last() {
-                    Some(p) if full => after = Some(p.cursor),
-                    _ => break,
+        match planner::plan(&q, bounds, points).map_err(refused)? {
+            Plan::Empty => {}
+            Plan::Raw { from_ms, to_ms } => {
+                let mut after: Option<Cursor> = None;
+                loop {
+                    let page = self
+                        .page_asc(from_ms, to_ms, after.as_ref(), RAW_PAGE)
+                        .await?;
+                    let full = page.len() == RAW_PAGE;
+                    for p in &page {
+                        let mut acc = Acc::empty(0);
+                        acc.add_point(&p.average);
+                        add(
+                            planner::floor_to(p.average.taken_at_ms, width),
+                            &acc.bucket,
+                            acc.last_ms,
+                        );
+                    }
+                    match page.into_iter().last() {
+                        Some(p) if full => after = Some(p.cursor),
+                        _ => break,
+                    }
                 }
             }
-        } else if let Some(level) = level {
-            let step = ROLLUP_STEPS_MS[level];
-            let first_bucket = floor_to(from_ms, bucket_ms);
-            let last_bucket = floor_to(to_ms, bucket_ms);
-            let full = |s: i64| s >= from_ms && s + bucket_ms - 1 <= to_ms;
-            // Interior: buckets entirely inside [from_ms, to_ms], from rollups.
-            let lo = if full(first_bucket) {
-                first_bucket
-            } else {
-                first_bucket + bucket_ms
-            };
-            let hi_end = if full(last_bucket) {
-                last_bucket + bucket_ms
-            } else {
-                last_bucket
-            };
-            if lo < hi_end {
-                for (b, last_ms) in self.rollups(level, lo, hi_end - step).await? {
-                    add(floor_to(b.start_ms, bucket_ms), &b, last_ms);
+            Plan::Rollups(chunks) => {
+                let chunks = chunks
+                    .into_iter()
+                    .map(|reads| self.read_chunk(reads, width));
+                for (start, bucket, last_ms) in try_join_all(chunks).await?.into_iter().flatten() {
+                    add(start, &bucket, last_ms);
                 }
-            }
-            // Partially covered edge buckets, exactly.
-            let mut edges = vec![first_bucket];
-            if last_bucket != first_bucket {
-                edges.push(last_bucket);
-            }
-            for s in edges.into_iter().filter(|s| !full(*s)) {
-                let acc = self
-                    .aggregate_exact(s.max(from_ms), (s + bucket_ms - 1).min(to_ms))
-                    .await?;
-                if acc.bucket.count > 0 {
-                    add(s, &acc.bucket, acc.last_ms);
-                }
-            }
-        } else {
-            // No rollup width divides bucket_ms: take the coarsest level at most a tenth of
-            // the bucket width and attribute each of its buckets to the output bucket that
-            // contains its start (placement error at most one rollup step, never slow).
-            let level = ROLLUP_STEPS_MS
-                .iter()
-                .rposition(|step| step * 10 <= bucket_ms)
-                .unwrap_or(0);
-            let step = ROLLUP_STEPS_MS[level];
-            for (b, last_ms) in self.rollups(level, floor_to(from_ms, step), to_ms).await? {
-                add(floor_to(b.start_ms, bucket_ms), &b, last_ms);
             }
         }
         Ok(out
@@ -329,5 +237,53 @@ impl Store {
             .filter(|a| a.bucket.count > 0)
             .map(|a| a.bucket)
             .collect())
+    }
+
+    /// The reads of one chunk of a plan: `(output bucket, aggregate, its last_ms)`.
+    async fn read_chunk(
+        &self,
+        reads: Vec<Read>,
+        width: i64,
+    ) -> Result<Vec<(i64, Bucket, i64)>, StoreError> {
+        let mut out = Vec::new();
+        for read in reads {
+            match read {
+                Read::Rollups { level, lo, hi } => {
+                    for (b, last_ms) in self.rollups(level, lo, hi).await? {
+                        out.push((planner::floor_to(b.start_ms, width), b, last_ms));
+                    }
+                }
+                Read::Exact {
+                    start_ms,
+                    from_ms,
+                    to_ms,
+                } => {
+                    let acc = self.aggregate_exact(from_ms, to_ms).await?;
+                    if acc.bucket.count > 0 {
+                        out.push((start_ms, acc.bucket, acc.last_ms));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Chart buckets of `bucket_ms` over `[from_ms, to_ms]`: [`Store::series`] with
+    /// [`planner::Exactness::Chart`] (widths of 10 s or more that no rollup level divides
+    /// are approximated within one rollup step at bucket edges; widths under 10 s are
+    /// exact up to [`planner::SUB_ROLLUP_RAW_LIMIT`] points, refused past it).
+    pub async fn buckets(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        bucket_ms: i64,
+    ) -> Result<Vec<Bucket>, StoreError> {
+        self.series(SeriesQuery {
+            from_ms,
+            to_ms,
+            width_ms: bucket_ms,
+            exactness: planner::Exactness::Chart,
+        })
+        .await
     }
 }
