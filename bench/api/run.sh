@@ -15,7 +15,10 @@
 # always, switched with CONFIG SET on the same Redis in the same run, alternating.
 #
 # Usage: bench/api/run.sh [connections=32] [seconds=10] [wrk threads=2]
-# SENSOR_API_BIN=path measures another build (no cargo build then). Compare two builds
+# SENSOR_API_BIN=path measures another build (no cargo build then). REDIS_DIR=dir puts
+# Redis' AOF there (default /tmp; /dev/shm takes the disk's fsync latency, which other
+# work on a shared machine makes erratic, out of the figures). LEGACY_MIN (20000): legacy
+# points stored before the back-dated run (more /nuevo runs of 5 s until there are). Compare two builds
 # on a shared machine by running them alternately and comparing the ratios of each run:
 #   for i in 1 2; do SENSOR_API_BIN=/tmp/a bench/api/run.sh; SENSOR_API_BIN=/tmp/b bench/api/run.sh; done
 # Needs: redis-server, redis-cli, redis-benchmark, wrk (Debian packages), cargo.
@@ -25,7 +28,7 @@ SECS=${2:-10}
 THREADS=${3:-2}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/bench/api"
-WORK=$(mktemp -d /tmp/sensor-api-bench.XXXXXX)
+WORK=$(mktemp -d "${REDIS_DIR:-/tmp}/sensor-api-bench.XXXXXX")
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
@@ -96,9 +99,17 @@ POST_RPS=$LAST_RPS
 rb_run "redis-benchmark ZADD" zadd rb:z __rand_int__ m:__rand_int__
 ZADD_RPS=$LAST_RPS
 echo "== ratio POST / ZADD: $(ratio "$POST_RPS" "$ZADD_RPS")"
-wrk_run "GET /nuevo (legacy ingest)" "http://127.0.0.1:$APORT/nuevo?dato=23.5&token=bench-token-0123456789"
-echo "== stored points: $(redis-cli -p "$RPORT" zcard bench:time), of them legacy (newer than every round): $(redis-cli -p "$RPORT" get bench:legacy_seq)"
-wrk_run "POST back-dated round" -s "$HERE/post.lua" "http://127.0.0.1:$APORT" -- 9000000000
+NUEVO="http://127.0.0.1:$APORT/nuevo?dato=23.5&token=bench-token-0123456789"
+wrk_run "GET /nuevo (legacy ingest)" "$NUEVO"
+legacy() { redis-cli -p "$RPORT" get bench:legacy_seq; }
+for _ in 1 2 3 4 5 6; do
+  [ "$(legacy)" -ge "${LEGACY_MIN:-20000}" ] && break
+  wrk -t"$THREADS" -c"$CONNS" -d5s "$NUEVO" >/dev/null
+done
+echo "== stored points: $(redis-cli -p "$RPORT" zcard bench:time), of them legacy (newer than every round): $(legacy)"
+# Rounds newer than every stored round (hour 01 of the same day), older than the legacy
+# points: each one's successor among node rounds is searched for past all of them.
+wrk_run "POST back-dated round" -s "$HERE/post.lua" "http://127.0.0.1:$APORT" -- 9000000000 1
 echo "== ratio back-dated POST / POST: $(ratio "$LAST_RPS" "$POST_RPS")"
 rb_run "redis-benchmark SET (reference)" set rb:k v
 echo "== RSS after load: $(rss_kb) kB, peak: $(hwm_kb) kB"
