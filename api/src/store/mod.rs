@@ -67,6 +67,9 @@
 //! the node rounds among the next 1 000 (a few milliseconds of Redis time) and finds
 //! neighbours with the old scan of `P:time` until the index is complete. A fresh
 //! deployment is `ready` on its first ingest.
+//! Upgrade all instances sharing a Redis together: a round an older instance stores after
+//! the migration is missing from `P:roundidx` (reads stay exact, its leader change may be
+//! missed).
 //!
 //! # Failure behaviour
 //! The connection is a lazily connecting [`ConnectionManager`]: the store can be created
