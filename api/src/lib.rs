@@ -46,6 +46,7 @@ pub mod prom;
 pub mod registration;
 pub mod retention;
 pub mod routes;
+pub mod series;
 pub mod serve;
 pub mod store;
 

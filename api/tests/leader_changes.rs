@@ -304,3 +304,85 @@ async fn a_long_range_shows_changes_older_than_28_hours() {
         "the oldest change is more than 28 h before the end"
     );
 }
+
+/// Sum of the Redis commands executed since the last `CONFIG RESETSTAT`, those run by
+/// scripts included (`INFO commandstats`), without the script calls and these probes.
+async fn commands_run(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("info");
+    info.lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .filter(|l| {
+            !["info:", "config", "eval", "script", "ping:"]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Storing a back-dated round behind `legacy_points` newer `/nuevo` points: the Redis
+/// commands it costs (private Redis, so the counts are this test's alone).
+async fn backdated_cost(redis_url: &str, legacy_points: i64) -> (u64, Vec<LeaderChange>) {
+    let app = App::start_on(redis_url, &format!("backdated-{legacy_points}")).await;
+    let store = &app.state.store;
+    let rounds: Vec<NewPoint> = (1..=5)
+        .map(|r| NewPoint::Round(average(r, T0 + r as i64 * 1000, 1.0, 3, "node-a", 1)))
+        .collect();
+    ingest(&app, &rounds).await;
+    let legacy_points: Vec<NewPoint> = (0..legacy_points)
+        .map(|i| legacy(T0 + 100_000 + i))
+        .collect();
+    for chunk in legacy_points.chunks(1000) {
+        ingest(&app, chunk).await;
+    }
+    let late =
+        |r: u64, leader: &str| NewPoint::Round(average(r, T0 + r as i64 * 1000, 1.0, 3, leader, r));
+    ingest(&app, &[late(6, "node-b")]).await;
+    let client = redis::Client::open(redis_url).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .expect("resetstat");
+    ingest(&app, &[late(7, "node-c")]).await;
+    let cost = commands_run(&mut conn).await;
+    let changes = store.leader_changes(T0, T0 + HOUR).await.expect("changes");
+    (cost, changes)
+}
+
+/// A round arriving late, after many newer legacy points, finds its neighbours among node
+/// rounds without visiting the legacy points: it costs the same number of Redis commands
+/// behind 20 000 of them as behind 100 (the old neighbour scan paged through them with a
+/// growing offset, so back-dated rounds after a long legacy history got slower and slower),
+/// and the leader changes are exact.
+#[tokio::test]
+async fn backdated_rounds_do_not_visit_newer_legacy_points() {
+    let redis = testkit::RedisServer::start().expect("redis");
+    let (small, changes_small) = backdated_cost(&redis.url(), 100).await;
+    let (large, changes_large) = backdated_cost(&redis.url(), 20_000).await;
+    let expected = vec![
+        change(T0 + 6_000, 6, 6, "node-a", "node-b"),
+        change(T0 + 7_000, 7, 7, "node-b", "node-c"),
+    ];
+    assert_eq!(summary(&changes_small), expected);
+    assert_eq!(summary(&changes_large), expected);
+    assert_eq!(
+        small, large,
+        "Redis commands for one back-dated round behind 100 vs 20 000 legacy points"
+    );
+}

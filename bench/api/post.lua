@@ -1,10 +1,13 @@
 -- wrk script: POST /api/v1/averages with a fresh round per request (unique per thread),
 -- the same fencing token, and a valid RFC 3339 time; every request stores a new point.
--- Optional argument (wrk ... -- BASE): added to every round, so that successive runs
--- against one Redis store new rounds instead of answering duplicates.
+-- Optional arguments (wrk ... -- BASE HOUR): BASE is added to every round, so that
+-- successive runs against one Redis store new rounds instead of answering duplicates;
+-- HOUR (0-23, default 0) is the hour of 2026-01-01 the times fall in, so a later run can
+-- store rounds newer than every earlier round (and still older than /nuevo points).
 local counter = 0
 local thread_id = 0
 local base = 0
+local hour = 0
 local threads = {}
 
 function setup(thread)
@@ -15,6 +18,7 @@ end
 function init(args)
   thread_id = tonumber(tid) or 1
   base = tonumber(args[1]) or 0
+  hour = tonumber(args[2]) or 0
   counter = 0
 end
 
@@ -22,7 +26,7 @@ function request()
   counter = counter + 1
   local round = base + thread_id * 100000000 + counter
   local body = string.format(
-    '{"round":%d,"value":%.2f,"samples":3,"leader":"bench","fencing":1,"taken_at":"2026-01-01T00:%02d:%02d.%03dZ"}',
-    round, 20 + (counter % 100) / 10, math.floor(counter / 60000) % 60, math.floor(counter / 1000) % 60, counter % 1000)
+    '{"round":%d,"value":%.2f,"samples":3,"leader":"bench","fencing":1,"taken_at":"2026-01-01T%02d:%02d:%02d.%03dZ"}',
+    round, 20 + (counter % 100) / 10, hour, math.floor(counter / 60000) % 60, math.floor(counter / 1000) % 60, counter % 1000)
   return wrk.format("POST", "/api/v1/averages", {["Content-Type"] = "application/json", ["Authorization"] = "Bearer bench-token-0123456789"}, body)
 end

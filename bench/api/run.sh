@@ -1,33 +1,48 @@
 #!/usr/bin/env bash
 # Ingest benchmark of sensor-api (not a test): starts its own Redis (AOF with
-# appendfsync always and noeviction, as in the compose set-up) and a release sensor-api on free loopback ports, then measures at a fixed
-# concurrency, from a second process (wrk):
-#   * GET  /nuevo?dato=       (legacy ingest)
-#   * POST /api/v1/averages   (node ingest, a new round per request)
-# and, in the same run and at the same concurrency, redis-benchmark running the very Lua
-# script one ingest executes (EVALSHA, the physical limit of this design), plus plain SET
-# for reference. Prints throughput, p99 latency and the API's RSS (peak and after load).
-# Then the cost of durability: POST ingest with appendfsync everysec and always, switched
-# with CONFIG SET on the same Redis in the same run, and the ratio (always / everysec).
+# appendfsync always and noeviction, as in the compose set-up) and a release sensor-api on
+# free loopback ports, prints the machine (cores, memory, load), then measures at a fixed
+# concurrency, from a second process (wrk), and in the same run with redis-benchmark at
+# the same concurrency on the same Redis:
+#   * POST /api/v1/averages   (node ingest, a new round per request) beside
+#     redis-benchmark ZADD, and their ratio (target: POST >= 1/2 of ZADD)
+#   * GET  /nuevo?dato=       (legacy ingest; leaves tens of thousands of legacy points
+#     newer than every round)
+#   * POST of back-dated rounds after those legacy points (taken_at older than them), and
+#     its ratio to the normal POST (target: >= 1/2)
+#   * SET (reference); the API's RSS (peak and after load)
+# Then, with FSYNC_COMPARE=1, the cost of durability: POST with appendfsync everysec and
+# always, switched with CONFIG SET on the same Redis in the same run, alternating.
 #
-# Usage: bench/api/run.sh [connections=64] [seconds=10] [wrk threads=2]
+# Usage: bench/api/run.sh [connections=32] [seconds=10] [wrk threads=2]
+# SENSOR_API_BIN=path measures another build (no cargo build then). REDIS_DIR=dir puts
+# Redis' AOF there (default /tmp; /dev/shm takes the disk's fsync latency, which other
+# work on a shared machine makes erratic, out of the figures). LEGACY_MIN (20000): legacy
+# points stored before the back-dated run (more /nuevo runs of 5 s until there are). Compare two builds
+# on a shared machine by running them alternately and comparing the ratios of each run:
+#   for i in 1 2; do SENSOR_API_BIN=/tmp/a bench/api/run.sh; SENSOR_API_BIN=/tmp/b bench/api/run.sh; done
 # Needs: redis-server, redis-cli, redis-benchmark, wrk (Debian packages), cargo.
 set -euo pipefail
-CONNS=${1:-64}
+CONNS=${1:-32}
 SECS=${2:-10}
 THREADS=${3:-2}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/bench/api"
-WORK=$(mktemp -d /tmp/sensor-api-bench.XXXXXX)
+WORK=$(mktemp -d "${REDIS_DIR:-/tmp}/sensor-api-bench.XXXXXX")
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-echo "== building release sensor-api"
-(cd "$ROOT" && cargo build --release -q -p sensor-api)
-BIN="$ROOT/target/release/sensor-api"
+if [ -n "${SENSOR_API_BIN:-}" ]; then
+  BIN=$SENSOR_API_BIN
+else
+  echo "== building release sensor-api"
+  (cd "$ROOT" && cargo build --release -q -p sensor-api)
+  BIN="$ROOT/target/release/sensor-api"
+fi
+echo "== machine: $(nproc) cores, $(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) memory, load $(cut -d' ' -f1-3 /proc/loadavg); binary $BIN"
 
 RPORT=$(free_port)
 redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly yes --dir "$WORK" \
@@ -65,48 +80,55 @@ wrk_run() { # name, extra args...
 }
 
 echo "== RSS idle: $(rss_kb) kB"
-# Durability cost first, on a fresh Redis, same API, alternating so drift of the shared
-# machine hits both; each run stores new rounds (post.lua's base argument).
-fsync_mode() { redis-cli -p "$RPORT" config set appendfsync "$1" >/dev/null; }
-echo "== appendfsync everysec vs always (POST /api/v1/averages, alternating, 2 runs each)"
-declare -A SUM=([everysec]=0 [always]=0)
-BASE=0
-for _ in 1 2; do
-  for mode in everysec always; do
-    fsync_mode "$mode"
-    BASE=$((BASE + 1000000000))
-    wrk_run "POST, appendfsync $mode" -s "$HERE/post.lua" "http://127.0.0.1:$APORT" -- "$BASE"
-    SUM[$mode]=$(awk -v a="${SUM[$mode]}" -v b="$LAST_RPS" 'BEGIN {print a + b}')
-  done
-done
-fsync_mode always
-awk -v e="${SUM[everysec]}" -v a="${SUM[always]}" \
-  'BEGIN {printf "== mean req/s: everysec %.0f, always %.0f, ratio always/everysec %.2f\n", e/2, a/2, a/e}'
-
-echo "== load: $CONNS connections, $THREADS wrk threads, ${SECS}s each, loopback, $(nproc) cores shared by everything"
-wrk_run "GET /nuevo (legacy ingest)" "http://127.0.0.1:$APORT/nuevo?dato=23.5&token=bench-token-0123456789"
-wrk_run "POST /api/v1/averages (new round)" -s "$HERE/post.lua" "http://127.0.0.1:$APORT" -- 9000000000
-echo "== RSS after load: $(rss_kb) kB, peak: $(hwm_kb) kB"
-
-echo "== stored points: $(redis-cli -p "$RPORT" zcard bench:time)"
-
-# The same Lua script the API runs per legacy ingest, straight from the source.
-LUA=$(awk '/^const INGEST_LUA: &str = r#"/{flag=1; next} /^"#;/{flag=0} flag' "$ROOT/api/src/store.rs")
-SHA=$(redis-cli -p "$RPORT" script load "$LUA")
-KEYS=(rb:rec rb:time rb:fence rb:last_round rb:legacy_seq)
-for s in 10000 60000 300000 3600000 86400000; do KEYS+=("rb:roll:$s" "rb:rollidx:$s"); done
-JSON='{"round":0,"value":23.5,"samples":1,"leader":"legacy","fencing":0,"taken_at":"2026-01-01T00:00:00Z","taken_at_ms":1767225600000}'
 N=$((CONNS * 3000))
 rb_run() { # name, command...
   local name=$1; shift
-  local line; line=$(redis-benchmark -p "$RPORT" -c "$CONNS" -n "$N" --csv "$@" | tail -1)
+  local line; line=$(redis-benchmark -p "$RPORT" -c "$CONNS" -n "$N" -r 100000000 --csv "$@" | tail -1)
   # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
   local rps p99
-  # The test name may contain commas (the JSON argument): count fields from the end.
   rps=$(awk -F, '{print $(NF-6)}' <<<"$line" | tr -d '"')
   p99=$(awk -F, '{print $(NF-1)}' <<<"$line" | tr -d '"')
   printf '%-34s %12s req/s   p99 %8sms\n' "$name" "$rps" "$p99"
+  LAST_RPS=$rps
 }
-echo "== redis-benchmark, same Redis, $CONNS connections"
-rb_run "EVALSHA ingest script (legacy)" evalsha "$SHA" "${#KEYS[@]}" "${KEYS[@]}" 5 10000 60000 300000 3600000 86400000 1 l "" 23.5 "" 1767225600000 1 "$JSON"
-rb_run "SET (reference)" set rb:k v
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+
+echo "== load: $CONNS connections, $THREADS wrk threads, ${SECS}s each, loopback, $(nproc) cores shared by everything"
+wrk_run "POST /api/v1/averages (new round)" -s "$HERE/post.lua" "http://127.0.0.1:$APORT" -- 1000000000
+POST_RPS=$LAST_RPS
+rb_run "redis-benchmark ZADD" zadd rb:z __rand_int__ m:__rand_int__
+ZADD_RPS=$LAST_RPS
+echo "== ratio POST / ZADD: $(ratio "$POST_RPS" "$ZADD_RPS")"
+NUEVO="http://127.0.0.1:$APORT/nuevo?dato=23.5&token=bench-token-0123456789"
+wrk_run "GET /nuevo (legacy ingest)" "$NUEVO"
+legacy() { redis-cli -p "$RPORT" get bench:legacy_seq; }
+for _ in 1 2 3 4 5 6; do
+  [ "$(legacy)" -ge "${LEGACY_MIN:-20000}" ] && break
+  wrk -t"$THREADS" -c"$CONNS" -d5s "$NUEVO" >/dev/null
+done
+echo "== stored points: $(redis-cli -p "$RPORT" zcard bench:time), of them legacy (newer than every round): $(legacy)"
+# Rounds newer than every stored round (hour 01 of the same day), older than the legacy
+# points: each one's successor among node rounds is searched for past all of them.
+wrk_run "POST back-dated round" -s "$HERE/post.lua" "http://127.0.0.1:$APORT" -- 9000000000 1
+echo "== ratio back-dated POST / POST: $(ratio "$LAST_RPS" "$POST_RPS")"
+rb_run "redis-benchmark SET (reference)" set rb:k v
+echo "== RSS after load: $(rss_kb) kB, peak: $(hwm_kb) kB"
+
+if [ "${FSYNC_COMPARE:-0}" = 1 ]; then
+  # Alternating, so drift of the shared machine hits both; each run stores new rounds.
+  fsync_mode() { redis-cli -p "$RPORT" config set appendfsync "$1" >/dev/null; }
+  echo "== appendfsync everysec vs always (POST /api/v1/averages, alternating, 2 runs each)"
+  declare -A SUM=([everysec]=0 [always]=0)
+  BASE=2000000000
+  for _ in 1 2; do
+    for mode in everysec always; do
+      fsync_mode "$mode"
+      BASE=$((BASE + 1000000000))
+      wrk_run "POST, appendfsync $mode" -s "$HERE/post.lua" "http://127.0.0.1:$APORT" -- "$BASE"
+      SUM[$mode]=$(awk -v a="${SUM[$mode]}" -v b="$LAST_RPS" 'BEGIN {print a + b}')
+    done
+  done
+  fsync_mode always
+  awk -v e="${SUM[everysec]}" -v a="${SUM[always]}" \
+    'BEGIN {printf "== mean req/s: everysec %.0f, always %.0f, ratio always/everysec %.2f\n", e/2, a/2, a/e}'
+fi

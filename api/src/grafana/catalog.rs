@@ -10,8 +10,8 @@ use super::protocol::{
     LabelValue, MetricDescriptor, MetricsRequest, PayloadDescriptor, TagValuesRequest,
     VariableItem, VariableRequest,
 };
-use super::series::{Aggregation, Metric, Rate};
 use super::{parse_body, GrafanaError};
+use crate::series::{Aggregation, Metric, Rate};
 use crate::AppState;
 
 /// Target name of the leader-change annotations (a table of `time`, `title`, `text`).

@@ -9,7 +9,7 @@
 //! charts on refresh, and the store can serve them from pre-aggregated rollups).
 //!
 //! From 10 s up, every width is a multiple of the store's finest rollup (10 s) and the
-//! coarsest rollup dividing it serves the query (see `store::Store::buckets`); finer
+//! coarsest rollup dividing it serves the query (see `store::planner`); finer
 //! widths are only exact when the store aggregates raw points, which the query handler
 //! checks.
 //!

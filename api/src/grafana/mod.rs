@@ -4,7 +4,7 @@
 //! `POST /grafana/metrics` and friends to fill the query editor, and `POST /grafana/query`
 //! for the data. Queries are **downsampled on the server**: the time range is cut into at
 //! most `maxDataPoints` epoch-aligned buckets ([`grid`]), the store answers one aggregate
-//! per non-empty bucket from its rollups, and every bucket becomes one point ([`series`]),
+//! per non-empty bucket from its rollups, and every bucket becomes one point ([`crate::series`]),
 //! `null` where no round was stored, so outages show as gaps. The cost of a query thus
 //! depends on the number of pixels, not on the length of the history.
 //!
@@ -18,8 +18,6 @@ mod catalog;
 pub mod grid;
 pub mod protocol;
 mod query;
-pub mod read;
-pub mod series;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -62,6 +60,8 @@ impl IntoResponse for GrafanaError {
     fn into_response(self) -> Response {
         let status = match &self {
             GrafanaError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            // A read the query planner refuses (too costly): the message says what to ask.
+            GrafanaError::Store(StoreError::InvalidArgument(_)) => StatusCode::BAD_REQUEST,
             GrafanaError::Store(error @ StoreError::Unavailable(_)) => {
                 tracing::warn!(%error, "grafana query failed: store unavailable");
                 StatusCode::SERVICE_UNAVAILABLE

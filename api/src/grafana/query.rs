@@ -10,10 +10,10 @@ use time::OffsetDateTime;
 use super::catalog::{AGGREGATION, FORMAT, LEADER_CHANGES, RATE};
 use super::grid::{Grid, MAX_POINTS_CAP};
 use super::protocol::{payload_str, Column, QueryRequest, QueryResult, Target};
-use super::read::read_buckets;
-use super::series::{Aggregation, Metric, Rate, SeriesSpec};
 use super::{parse_body, GrafanaError};
-use crate::store::{Bucket, LeaderChange, Store, ROLLUP_STEPS_MS, SUB_ROLLUP_RAW_LIMIT};
+use crate::series::{Aggregation, Metric, Rate, SeriesSpec};
+use crate::store::planner::{finest_chart_width, FINEST_MS};
+use crate::store::{Bucket, Exactness, LeaderChange, SeriesQuery, Store};
 use crate::AppState;
 
 /// Points per series when the request does not say (Grafana always does).
@@ -27,8 +27,8 @@ pub const MAX_TARGETS: usize = 50;
 pub const MAX_RESPONSE_POINTS: u64 = 200_000;
 
 /// The grid for a query, widened to the finest rollup (10 s) when a finer grid covers
-/// more raw points than the store aggregates for sub-rollup widths
-/// ([`SUB_ROLLUP_RAW_LIMIT`]; the store refuses such a request rather than leave buckets
+/// more raw points than the planner aggregates for such widths
+/// ([`finest_chart_width`]; the store refuses such a read rather than leave buckets
 /// empty).
 async fn exact_grid(
     store: &Store,
@@ -37,13 +37,13 @@ async fn exact_grid(
     max_points: u64,
     interval_ms: i64,
 ) -> Result<Grid, GrafanaError> {
-    let finest = ROLLUP_STEPS_MS[0];
     let grid = Grid::choose(from_ms, to_ms, max_points, interval_ms);
-    if grid.width_ms >= finest {
+    if grid.width_ms >= FINEST_MS {
         return Ok(grid);
     }
     let points = store.count_range(grid.first_ms, grid.end_ms() - 1).await?;
-    if points <= SUB_ROLLUP_RAW_LIMIT {
+    let finest = finest_chart_width(points);
+    if grid.width_ms >= finest {
         Ok(grid)
     } else {
         Ok(Grid::choose(
@@ -189,7 +189,15 @@ pub async fn query(
         Grid::choose(from_ms, to_ms, max_points, interval_ms)
     };
     let buckets = if needs_buckets {
-        read_buckets(&state.store, grid.first_ms, grid.end_ms(), grid.width_ms).await?
+        state
+            .store
+            .series(SeriesQuery {
+                from_ms: grid.first_ms,
+                to_ms: grid.end_ms() - 1,
+                width_ms: grid.width_ms,
+                exactness: Exactness::Chart,
+            })
+            .await?
     } else {
         Vec::new()
     };

@@ -22,9 +22,8 @@ use time::OffsetDateTime;
 use super::params::{parse_duration, parse_time, sample_value, seconds, Params};
 use super::promql::{self, Expr};
 use super::{params, success, PromError, PromSeries, SERIES};
-use crate::grafana::read::{read_buckets, rollups_per_bucket};
-use crate::grafana::series::{bucketize, Metric, Rate, SeriesSpec};
-use crate::store::{Bucket, Store, ROLLUP_STEPS_MS};
+use crate::series::{Metric, Rate, SeriesSpec};
+use crate::store::{Bucket, Exactness, SeriesQuery, Store, StoreError};
 use crate::AppState;
 
 /// Prometheus' lookback window for instant selectors.
@@ -33,16 +32,6 @@ const LOOKBACK_MS: i64 = 5 * 60_000;
 const ROUNDS_WINDOW_MS: i64 = 60_000;
 /// Prometheus' limit of points per series in a range query.
 const MAX_POINTS: i64 = 11_000;
-/// A step that is not a multiple of the finest rollup (10 s) is aggregated from raw
-/// averages, exactly; ranges holding more than this many averages are refused instead.
-const RAW_FALLBACK_LIMIT: u64 = 200_000;
-/// Most rollup entries one range query may read, like Prometheus' `--query.max-samples`:
-/// the work is bounded by the data read, not only by the number of output points (a
-/// 10-year range at `step=86410` has only 3 650 points but reads 8 641 ten-second rollups
-/// for each). The range is first clamped to the stored history, so empty years cost
-/// nothing.
-pub const MAX_SAMPLES_READ: i64 = 500_000;
-
 fn bad(message: String) -> PromError {
     PromError::BadData(message)
 }
@@ -221,41 +210,23 @@ fn series_values(
     out
 }
 
-/// Buckets of `step` over `[from_ms, to_ms]`: from the store's rollups when the step is a
-/// multiple of the finest rollup, else aggregated here from raw averages (exact, bounded).
+/// Exact buckets of `step` over `[from_ms, to_ms]` from the store's one bucketed read
+/// (the query planner picks rollups or raw averages and bounds the cost: a refusal is
+/// `bad_data` naming the step to use).
 async fn step_buckets(
     store: &Store,
     from_ms: i64,
     to_ms: i64,
     step: i64,
 ) -> Result<Vec<Bucket>, PromError> {
-    if step % ROLLUP_STEPS_MS[0] == 0 {
-        // `from_ms` and `to_ms + 1` are multiples of the step; so are the clamped bounds.
-        let Some((oldest, newest)) = store.time_bounds().await? else {
-            return Ok(Vec::new());
-        };
-        let first = from_ms.max(oldest.div_euclid(step) * step);
-        let end = (to_ms + 1).min((newest.div_euclid(step) + 1).saturating_mul(step));
-        if first >= end {
-            return Ok(Vec::new());
-        }
-        let per_bucket = rollups_per_bucket(step);
-        let reads = ((end - first) / step).saturating_mul(per_bucket);
-        if reads > MAX_SAMPLES_READ {
-            return Err(bad(format!(
-                "query would read {reads} rollup entries (limit {MAX_SAMPLES_READ}): a step of {}s reads {per_bucket} per point; use a step that is a multiple of 1m, 5m, 1h or 1d, or a shorter range",
-                step as f64 / 1000.0
-            )));
-        }
-        return Ok(read_buckets(store, first, end, step).await?);
+    let query = SeriesQuery {
+        from_ms,
+        to_ms,
+        width_ms: step,
+        exactness: Exactness::Exact,
+    };
+    match store.series(query).await {
+        Err(StoreError::InvalidArgument(message)) => Err(bad(message)),
+        other => Ok(other?),
     }
-    let n = store.count_range(from_ms, to_ms).await?;
-    if n > RAW_FALLBACK_LIMIT {
-        return Err(bad(format!(
-            "step {}s is not a multiple of 10s and the range holds {n} averages (limit {RAW_FALLBACK_LIMIT}); use a step that is a multiple of 10s or a shorter range",
-            step as f64 / 1000.0
-        )));
-    }
-    let raw = store.range_asc(from_ms, to_ms, n as usize).await?;
-    Ok(bucketize(&raw, step))
 }

@@ -26,7 +26,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
-use crate::grafana::series::Metric;
+use crate::series::Metric;
 use crate::store::StoreError;
 use crate::AppState;
 use params::Params;

@@ -1,12 +1,14 @@
 //! What a chart can plot: the metrics, and how one bucket of history becomes one value.
 //!
 //! Shared by the JSON datasource (`/grafana`) and the Prometheus subset (`/prom`), so a
-//! number means the same thing on both paths. Everything here is pure: it turns the
-//! store's per-bucket aggregates ([`Bucket`]) into values and never touches Redis.
+//! number means the same thing on both paths; which buckets are read, and from what, is
+//! the store's query planner's business (`store::planner`). Everything here is pure: it
+//! turns the store's per-bucket aggregates ([`Bucket`]) into values and never touches
+//! Redis.
 
 use std::fmt;
 
-use crate::store::{Average, Bucket};
+use crate::store::Bucket;
 
 /// A plottable series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -220,72 +222,9 @@ impl SeriesSpec {
     }
 }
 
-/// Aggregates raw averages (ascending by time) into buckets of `width_ms` aligned to
-/// multiples of the width since the epoch: non-empty buckets only, ascending. The exact
-/// fallback for widths the store's rollups cannot serve.
-pub fn bucketize(averages: &[Average], width_ms: i64) -> Vec<Bucket> {
-    let width_ms = width_ms.max(1);
-    let mut out: Vec<Bucket> = Vec::new();
-    for a in averages {
-        let start_ms = a.taken_at_ms.div_euclid(width_ms) * width_ms;
-        match out.last_mut() {
-            Some(b) if b.start_ms == start_ms => {
-                b.count += 1;
-                b.sum += a.value;
-                b.min = b.min.min(a.value);
-                b.max = b.max.max(a.value);
-                b.last = a.value;
-                b.samples_sum += u64::from(a.samples);
-            }
-            _ => out.push(Bucket {
-                start_ms,
-                count: 1,
-                sum: a.value,
-                min: a.value,
-                max: a.value,
-                last: a.value,
-                samples_sum: u64::from(a.samples),
-            }),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn avg(taken_at_ms: i64, value: f64, samples: u32) -> Average {
-        Average {
-            round: taken_at_ms as u64,
-            value,
-            samples,
-            leader: "n1".into(),
-            fencing: 1,
-            taken_at: String::new(),
-            taken_at_ms,
-            cluster: Default::default(),
-        }
-    }
-
-    #[test]
-    fn bucketize_aggregates_aligned_buckets() {
-        let points = [
-            avg(-1, 9.0, 1),
-            avg(0, 1.0, 2),
-            avg(400, 3.0, 4),
-            avg(2_100, 5.0, 6),
-        ];
-        let b = bucketize(&points, 1_000);
-        assert_eq!(b.len(), 3);
-        assert_eq!((b[0].start_ms, b[0].count, b[0].last), (-1_000, 1, 9.0));
-        assert_eq!(
-            (b[1].start_ms, b[1].count, b[1].sum, b[1].min, b[1].max),
-            (0, 2, 4.0, 1.0, 3.0)
-        );
-        assert_eq!((b[1].last, b[1].samples_sum), (3.0, 6));
-        assert_eq!((b[2].start_ms, b[2].count), (2_000, 1));
-    }
 
     fn bucket(count: u64, sum: f64, min: f64, max: f64, last: f64, samples_sum: u64) -> Bucket {
         Bucket {

@@ -1,0 +1,18 @@
+-- Shared by every script of the store (prepended to each by store/mod.rs).
+
+-- A time (epoch ms, |ms| < 2^53) as text whose byte order is the numeric order: the key
+-- of P:roundidx entries, a sorted set whose members are all scored 0 and ordered by text.
+local function enc(ms)
+  if ms >= 0 then return '1' .. string.format('%016d', ms) end
+  return '0' .. string.format('%016d', 9007199254740992 + ms)
+end
+
+-- The epoch ms of an enc() text.
+local function dec(text)
+  local n = tonumber(string.sub(text, 2))
+  if string.sub(text, 1, 1) == '1' then return n end
+  return n - 9007199254740992
+end
+
+-- A number as rollup text (integers print without exponent up to 2^53).
+local function num(x) return string.format('%.17g', x) end

@@ -1,0 +1,240 @@
+-- Check-and-store of a batch (see store/ingest.rs for KEYS and ARGV).
+local nlevels = tonumber(ARGV[1])
+local steps = {}
+for i = 1, nlevels do steps[i] = tonumber(ARGV[1 + i]) end
+local base = 2 + nlevels
+local nitems = tonumber(ARGV[base])
+local REC, TIME, FENCE, LAST, SEQ, ROLLUP, LK, CLUSTERS, IDX, IDXSTATE =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local fence0 = redis.call('GET', FENCE) or '00000000000000000000'
+local fence = fence0
+local statuses = {}
+local pending = {}
+local rejected = false
+local W = 8
+local cluster = ARGV[base + nitems * W + 1]
+local suffix = ''
+if cluster ~= 'default' then suffix = ':' .. cluster end
+for i = 0, nitems - 1 do
+  local o = base + i * W
+  local kind = ARGV[o + 1]
+  if kind == 'r' then
+    local member = 'r:' .. ARGV[o + 2] .. suffix
+    local value = tonumber(ARGV[o + 3])
+    local fencing = ARGV[o + 4]
+    local prev = pending[member]
+    if prev == nil then
+      local stored = redis.call('HGET', REC, member)
+      if stored then prev = cjson.decode(stored).value end
+    end
+    if prev ~= nil then
+      if prev == value then statuses[i + 1] = 'duplicate' else statuses[i + 1] = 'conflict'; rejected = true end
+    elseif fencing < fence then
+      statuses[i + 1] = 'stale_leader'; rejected = true
+    else
+      statuses[i + 1] = 'stored'
+      pending[member] = value
+      fence = fencing
+    end
+  else
+    statuses[i + 1] = 'stored'
+  end
+end
+local out = {}
+if rejected then
+  for i = 1, nitems do
+    local s = statuses[i]
+    if s == 'stored' then s = 'not_applied' end
+    out[#out + 1] = s
+    out[#out + 1] = ''
+  end
+  return out
+end
+
+-- One-time migration of a deployment from before P:roundidx (in-script, incremental):
+-- while IDXSTATE is not 'ready' it holds how many points of P:time, newest first, have
+-- been indexed; each call indexes the node rounds among the next BACKFILL of them. Walking
+-- by rank from the newest never skips a point: new points only shift ranks up (a point is
+-- then indexed twice, harmlessly: the entry is the same text) and retention removes the
+-- oldest. Until the index is complete, neighbours are found by the old scan of P:time.
+local BACKFILL = 1000
+local state = redis.call('GET', IDXSTATE)
+if state ~= 'ready' then
+  local from = tonumber(state or '0')
+  local got = redis.call('ZREVRANGE', TIME, from, from + BACKFILL - 1, 'WITHSCORES')
+  local members, scores = {}, {}
+  for i = 1, #got, 2 do
+    if string.sub(got[i], 1, 2) == 'r:' then
+      members[#members + 1] = got[i]
+      scores[#scores + 1] = tonumber(got[i + 1])
+    end
+  end
+  for c = 1, #members, 1000 do
+    local last = math.min(c + 999, #members)
+    local recs = redis.call('HMGET', REC, unpack(members, c, last))
+    for i = c, last do
+      local j = recs[i - c + 1]
+      if j then
+        local a = cjson.decode(j)
+        local f = string.match(j, '"fencing":(%d+)') or '0'
+        f = string.rep('0', 20 - #f) .. f
+        redis.call('ZADD', IDX, 0, enc(scores[i]) .. ' ' .. members[i] .. ' ' .. f .. ' ' .. a.leader)
+      end
+    end
+  end
+  if #got < BACKFILL * 2 then
+    redis.call('SET', IDXSTATE, 'ready')
+    state = 'ready'
+  else
+    redis.call('SET', IDXSTATE, from + BACKFILL)
+  end
+end
+local indexed = state == 'ready'
+
+-- Rollups: every item's contribution is merged here first, then each touched bucket is
+-- read once (HMGET) and written once (HSET) for the whole batch.
+local roll, touched = {}, {}
+local function add_roll(ms, value, samples)
+  for level = 1, nlevels do
+    local step = steps[level]
+    local start = math.floor(ms / step) * step
+    local field = ARGV[1 + level] .. ':' .. num(start)
+    local a = roll[field]
+    if a == nil then
+      roll[field] = {1, value, value, value, value, ms, samples, level, start}
+      touched[#touched + 1] = field
+    else
+      a[1] = a[1] + 1; a[2] = a[2] + value
+      if value < a[3] then a[3] = value end
+      if value > a[4] then a[4] = value end
+      if ms >= a[6] then a[5] = value; a[6] = ms end
+      a[7] = a[7] + samples
+    end
+  end
+end
+local function flush_rolls()
+  for c = 1, #touched, 1000 do
+    local last = math.min(c + 999, #touched)
+    local stored = redis.call('HMGET', ROLLUP, unpack(touched, c, last))
+    local args = {}
+    for i = c, last do
+      local field = touched[i]
+      local a = roll[field]
+      local s = stored[i - c + 1]
+      if s then
+        local t = {}
+        for w in string.gmatch(s, '%S+') do t[#t + 1] = tonumber(w) end
+        -- Stored points arrived earlier: on equal times the batch's point is the last.
+        if a[6] < t[6] then a[5] = t[5]; a[6] = t[6] end
+        a[1] = a[1] + t[1]; a[2] = a[2] + t[2]
+        if t[3] < a[3] then a[3] = t[3] end
+        if t[4] > a[4] then a[4] = t[4] end
+        a[7] = a[7] + t[7]
+      else
+        -- A bucket new to P:rollup (it may exist in the pre-upgrade P:roll:<step>).
+        redis.call('ZADD', KEYS[10 + a[8]], a[9], num(a[9]))
+      end
+      args[#args + 1] = field
+      args[#args + 1] = num(a[1]) .. ' ' .. num(a[2]) .. ' ' .. num(a[3]) .. ' ' .. num(a[4]) .. ' ' .. num(a[5]) .. ' ' .. num(a[6]) .. ' ' .. num(a[7])
+    end
+    redis.call('HSET', ROLLUP, unpack(args))
+  end
+end
+
+-- Leader changes (P:leaders). The predecessor and successor of a round among node rounds
+-- in time order come from P:roundidx: entries `enc(ms) member fencing leader`, so legacy
+-- points are never visited and each lookup is one O(log n) range read.
+local function change(round20, fencing, prev, leader)
+  return round20 .. ' ' .. fencing .. ' ' .. cjson.encode({prev, leader})
+end
+local function parse_entry(e)
+  local m_enc, member, fencing, leader = string.match(e, '^(%d+) (%S+) (%d+) (.*)$')
+  return dec(m_enc), member, fencing, leader
+end
+-- Pre-migration fallback: the nearest node round strictly before (dir < 0) or after
+-- (dir > 0) the position (ms, member) in P:time, skipping legacy points.
+local function scan_neighbour(ms, member, dir)
+  local offset, chunk = 0, 2
+  while true do
+    local got
+    if dir < 0 then
+      got = redis.call('ZREVRANGEBYSCORE', TIME, ms, '-inf', 'WITHSCORES', 'LIMIT', offset, chunk)
+    else
+      got = redis.call('ZRANGEBYSCORE', TIME, ms, '+inf', 'WITHSCORES', 'LIMIT', offset, chunk)
+    end
+    if #got == 0 then return nil end
+    for i = 1, #got, 2 do
+      local m, s = got[i], tonumber(got[i + 1])
+      local beyond
+      if dir < 0 then beyond = (s < ms) or (m < member) else beyond = (s > ms) or (m > member) end
+      if beyond and string.sub(m, 1, 2) == 'r:' then
+        local j = redis.call('HGET', REC, m)
+        if j then
+          return s, m, (string.match(j, '"fencing":(%d+)') or '0'), cjson.decode(j).leader
+        end
+      end
+    end
+    offset = offset + chunk
+    if chunk < 4096 then chunk = chunk * 2 end
+  end
+end
+local function neighbours(ms, member)
+  if not indexed then
+    local ps, pm, pf, pl = scan_neighbour(ms, member, -1)
+    local ns, nm, nf, nl = scan_neighbour(ms, member, 1)
+    return pm, pl, ns, nm, nf, nl
+  end
+  local key = enc(ms) .. ' ' .. member
+  local pm, pl, ns, nm, nf, nl, ignored
+  local p = redis.call('ZREVRANGEBYLEX', IDX, '(' .. key .. ' ', '-', 'LIMIT', 0, 1)[1]
+  if p then ignored, pm, ignored, pl = parse_entry(p) end
+  local n = redis.call('ZRANGEBYLEX', IDX, '(' .. key .. '!', '+', 'LIMIT', 0, 1)[1]
+  if n then ns, nm, nf, nl = parse_entry(n) end
+  return pm, pl, ns, nm, nf, nl
+end
+-- Keeps P:leaders exact after storing node round `member`: its own entry, and the entry
+-- of the next node round (whose predecessor it now is).
+local function track_leader(member, ms, leader, fencing)
+  local round20 = string.sub(member, 3, 22)
+  local pm, pl, ns, nm, nf, nl = neighbours(ms, member)
+  if pm and pl ~= leader then redis.call('ZADD', LK, ms, change(round20, fencing, pl, leader)) end
+  if nm then
+    local n20 = string.sub(nm, 3, 22)
+    for _, e in ipairs(redis.call('ZRANGEBYSCORE', LK, ns, ns)) do
+      if string.sub(e, 1, 20) == n20 then redis.call('ZREM', LK, e) end
+    end
+    if nl ~= leader then redis.call('ZADD', LK, ns, change(n20, nf, leader, nl)) end
+  end
+  redis.call('ZADD', IDX, 0, enc(ms) .. ' ' .. member .. ' ' .. fencing .. ' ' .. leader)
+end
+
+local top_round = nil
+for i = 0, nitems - 1 do
+  local o = base + i * W
+  local kind = ARGV[o + 1]
+  local member = ''
+  if statuses[i + 1] == 'stored' then
+    if kind == 'r' then
+      member = 'r:' .. ARGV[o + 2] .. suffix
+      if (not top_round) or ARGV[o + 2] > top_round then top_round = ARGV[o + 2] end
+    else
+      member = 'l:' .. string.format('%020d', redis.call('INCR', SEQ))
+    end
+    local ms = tonumber(ARGV[o + 5])
+    redis.call('HSET', REC, member, ARGV[o + 7])
+    redis.call('ZADD', TIME, ms, member)
+    add_roll(ms, tonumber(ARGV[o + 3]), tonumber(ARGV[o + 6]))
+    if kind == 'r' then track_leader(member, ms, ARGV[o + 8], ARGV[o + 4]) end
+  end
+  out[#out + 1] = statuses[i + 1]
+  out[#out + 1] = member
+end
+flush_rolls()
+if fence ~= fence0 then redis.call('SET', FENCE, fence) end
+if top_round then
+  local lr = redis.call('GET', LAST)
+  if (not lr) or top_round > lr then redis.call('SET', LAST, top_round) end
+  -- The cluster was registered together with its first last_round.
+  if not lr then redis.call('SADD', CLUSTERS, cluster) end
+end
+return out
