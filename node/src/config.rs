@@ -109,7 +109,7 @@ fn parse_virtual_sensors(raw: &str) -> Result<u32, ConfigError> {
     Ok(n)
 }
 
-fn parse_api_token(raw: &str) -> Result<String, ConfigError> {
+fn parse_api_token(raw: &str) -> Result<Secret, ConfigError> {
     let token = raw.trim();
     if token.is_empty() || token.chars().any(|c| c.is_control() || c == ' ') {
         // Never echo the token itself, even in an error.
@@ -119,10 +119,11 @@ fn parse_api_token(raw: &str) -> Result<String, ConfigError> {
             "must be non-empty, without spaces or control characters",
         ));
     }
-    Ok(token.to_string())
+    Ok(Secret::new(token))
 }
 
 pub use sensor_common::log::{init_tracing, LogFormat};
+use sensor_common::Secret;
 
 /// `sensor-node`'s start-up settings. Each flag has an env var of the same meaning; flags
 /// win over env vars. Values are validated while parsing, so a bad one exits with status 2
@@ -176,7 +177,7 @@ pub struct NodeArgs {
         hide_env_values = true,
         value_parser = parse_api_token
     )]
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
 
     /// ZooKeeper session timeout in milliseconds (1000..=120000); the server may clamp it.
     /// A leader that is cut off longer than this loses leadership.
@@ -245,7 +246,7 @@ impl fmt::Debug for NodeArgs {
             .field("zk", &self.zk)
             .field("api_url", &self.api_url)
             .field("sampling_period", &self.sampling_period)
-            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("api_token", &self.api_token)
             .field("session_timeout_ms", &self.session_timeout_ms)
             .field("outbox_limit", &self.outbox_limit)
             .field("conflicts_limit", &self.conflicts_limit)
@@ -280,7 +281,7 @@ pub struct NodeConfig {
     /// Default sampling period (live `/config/sampling_period` overrides it).
     pub sampling_period: Duration,
     /// Bearer token for the API.
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
     /// Requested ZooKeeper session timeout.
     pub session_timeout: Duration,
     /// Bound of the outbox (rounds).
@@ -405,7 +406,7 @@ impl fmt::Debug for NodeConfig {
             .field("zk", &self.zk)
             .field("api_url", &self.api_url)
             .field("sampling_period", &self.sampling_period)
-            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("api_token", &self.api_token)
             .field("session_timeout", &self.session_timeout)
             .field("outbox_limit", &self.outbox_limit)
             .field("conflicts_limit", &self.conflicts_limit)

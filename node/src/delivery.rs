@@ -37,6 +37,7 @@ use crate::result::{BatchAnswer, ErrorBody, ItemStatus};
 use crate::zk::{ChildrenWatch, Session};
 use crate::RoundResult;
 pub use sensor_common::backoff::Backoff;
+use sensor_common::Secret;
 
 /// Path of the ingest endpoint, appended to a base URL.
 pub const AVERAGES_PATH: &str = "/api/v1/averages";
@@ -131,7 +132,7 @@ pub struct Delivered {
 /// `Delivery` is dropped or the session is closed.
 pub struct Delivery {
     http: reqwest::Client,
-    token: Option<String>,
+    token: Option<Secret>,
     live: watch::Receiver<LiveConfig>,
     discovered: watch::Receiver<Vec<String>>,
 }
@@ -142,7 +143,7 @@ impl Delivery {
     /// called inside a tokio runtime. Fails only if the HTTP client cannot be built (TLS
     /// backend initialisation).
     pub fn new(
-        token: Option<String>,
+        token: Option<Secret>,
         live: watch::Receiver<LiveConfig>,
         session: &Session,
     ) -> Result<Delivery, reqwest::Error> {
@@ -151,7 +152,7 @@ impl Delivery {
 
     /// [`Delivery::new`] with another per-request timeout.
     pub fn with_timeout(
-        token: Option<String>,
+        token: Option<Secret>,
         live: watch::Receiver<LiveConfig>,
         session: &Session,
         timeout: Duration,
@@ -229,7 +230,7 @@ impl Delivery {
     async fn post(&self, base: &str, batch: &[RoundResult]) -> Result<u16, Attempt> {
         let mut req = self.http.post(format!("{base}{AVERAGES_PATH}")).json(batch);
         if let Some(token) = &self.token {
-            req = req.bearer_auth(token);
+            req = req.bearer_auth(token.expose());
         }
         let resp = req.send().await.map_err(|e| Attempt::Next(describe(&e)))?;
         let status = resp.status();
