@@ -98,10 +98,10 @@ pub struct Metrics {
 /// The HTTP request series, under one lock (one update per request).
 #[derive(Debug, Default)]
 struct Requests {
-    /// Answers by (route pattern, status code).
-    counts: BTreeMap<(String, u16), u64>,
-    /// Latency by (route pattern, status class).
-    latency: BTreeMap<(String, &'static str), LatencyHistogram>,
+    /// Answers by route pattern, then status code.
+    counts: BTreeMap<String, BTreeMap<u16, u64>>,
+    /// Latency by route pattern, then status class.
+    latency: BTreeMap<String, BTreeMap<&'static str, LatencyHistogram>>,
 }
 
 /// `2xx` for 200..=299 and so on; `other` outside 100..=599.
@@ -139,15 +139,17 @@ impl Metrics {
             .requests
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *requests
-            .counts
-            .entry((route.to_string(), status))
-            .or_insert(0) += 1;
-        requests
-            .latency
-            .entry((route.to_string(), class))
-            .or_default()
-            .observe(latency);
+        // The route string is copied only the first time a route is seen.
+        if !requests.counts.contains_key(route) {
+            requests.counts.insert(route.to_string(), BTreeMap::new());
+            requests.latency.insert(route.to_string(), BTreeMap::new());
+        }
+        if let Some(by_status) = requests.counts.get_mut(route) {
+            *by_status.entry(status).or_insert(0) += 1;
+        }
+        if let Some(by_class) = requests.latency.get_mut(route) {
+            by_class.entry(class).or_default().observe(latency);
+        }
     }
 
     /// Raises the last-round gauge to `round` if it is higher.
@@ -166,12 +168,14 @@ impl Metrics {
                 .requests
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for ((route, status), n) in &requests.counts {
+            for (route, by_status) in &requests.counts {
                 let route = escape_label(route);
-                let _ = writeln!(
-                    out,
-                    "sensor_api_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-                );
+                for (status, n) in by_status {
+                    let _ = writeln!(
+                        out,
+                        "sensor_api_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+                    );
+                }
             }
             let name = "sensor_api_http_request_duration_seconds";
             let _ = writeln!(
@@ -179,9 +183,12 @@ impl Metrics {
                 "# HELP {name} Time until the answer was ready, by route pattern and status class."
             );
             let _ = writeln!(out, "# TYPE {name} histogram");
-            for ((route, class), histogram) in &requests.latency {
-                let labels = format!("route=\"{}\",class=\"{class}\"", escape_label(route));
-                histogram.render_series(name, &labels, &mut out);
+            for (route, by_class) in &requests.latency {
+                let route = escape_label(route);
+                for (class, histogram) in by_class {
+                    let labels = format!("route=\"{route}\",class=\"{class}\"");
+                    histogram.render_series(name, &labels, &mut out);
+                }
             }
         }
         let counters = [

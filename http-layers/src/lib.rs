@@ -4,7 +4,7 @@
 //!
 //! Each service stacks its own layers (its auth rule, timeout answer and metrics differ:
 //! see `sensor_api::layers` and `sensor_dashboard::layers`); what is identical lives here.
-//! Everything labels a request by the route *pattern* the router matched ([`route_of`]),
+//! Everything labels a request by the route *pattern* the router matched ([`Route`]),
 //! never by the raw path: a client chooses the path, and a path label would let it grow
 //! the metric series or forge log fields.
 
@@ -17,18 +17,32 @@ use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::Response;
 
-/// The route pattern the router matched for `req` (e.g. `/api/v1/averages/{round}`), or
-/// `unmatched` (404s). Available to layers added with `Router::layer`/`route_layer`,
-/// which axum runs after routing.
-pub fn route_of(req: &Request) -> String {
-    req.extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_string()
+/// The route pattern the router matched for a request (e.g. `/api/v1/averages/{round}`),
+/// or `unmatched` (404s). Available to layers added with `Router::layer`/`route_layer`,
+/// which axum runs after routing. Cheap: it shares the router's string, no copy.
+#[derive(Clone, Debug)]
+pub struct Route(Option<MatchedPath>);
+
+impl Route {
+    /// The route of `req`.
+    pub fn of(req: &Request) -> Route {
+        Route(req.extensions().get::<MatchedPath>().cloned())
+    }
+
+    /// The pattern, or `unmatched`.
+    pub fn as_str(&self) -> &str {
+        self.0.as_ref().map_or("unmatched", MatchedPath::as_str)
+    }
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Middleware (`axum::middleware::from_fn`): one line per request, target `access`, at
-/// `info`, with `method`, `route` ([`route_of`]), `status` and `latency_ms` (until the
+/// `info`, with `method`, `route` ([`Route`]), `status` and `latency_ms` (until the
 /// response head: a streamed body such as an event stream is not waited for).
 ///
 /// Deliberately absent: the raw path and query string (tokens travel in `?token=`, and a
@@ -37,7 +51,7 @@ pub fn route_of(req: &Request) -> String {
 pub async fn access_log(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
-    let route = route_of(&req);
+    let route = Route::of(&req);
     let response = next.run(req).await;
     tracing::info!(
         target: "access",

@@ -15,7 +15,7 @@
 //! | concurrency limit | expensive reads only | at most `MAX_CONCURRENT_READS` at once; the rest wait | waiting counts against the timeout |
 //!
 //! The metrics and the access log label a request by the route *pattern* axum matched
-//! (`/api/v1/averages/{round}`), or `unmatched` ([`http_layers::route_of`]): never by the
+//! (`/api/v1/averages/{round}`), or `unmatched` ([`http_layers::Route`]): never by the
 //! raw path, so hostile URLs cannot grow the metric series or forge log fields. The access
 //! log and the token comparison are shared with the dashboard ([`http_layers`]).
 

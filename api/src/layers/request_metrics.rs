@@ -2,7 +2,7 @@
 //! its latency observed by route pattern and status class, in the process's
 //! [`Metrics`](crate::metrics::Metrics) (rendered at `/metrics`).
 //!
-//! Labels come from the matched route pattern only (see [`http_layers::route_of`]), so the set
+//! Labels come from the matched route pattern only (see [`http_layers::Route`]), so the set
 //! of series is bounded by the router, whatever URLs clients send.
 
 use std::sync::Arc;
@@ -22,8 +22,8 @@ pub async fn request_metrics(
     next: Next,
 ) -> Response {
     let start = Instant::now();
-    let route = http_layers::route_of(&req);
+    let route = http_layers::Route::of(&req);
     let response = next.run(req).await;
-    metrics.observe_request(&route, response.status().as_u16(), start.elapsed());
+    metrics.observe_request(route.as_str(), response.status().as_u16(), start.elapsed());
     response
 }

@@ -16,7 +16,7 @@ use crate::error::ApiError;
 /// `limit`, else answers [`ApiError::Unavailable`] and logs a warning naming the route.
 pub async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
-    let route = http_layers::route_of(&req);
+    let route = http_layers::Route::of(&req);
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => {
