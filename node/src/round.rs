@@ -478,6 +478,8 @@ pub async fn lead_rounds(
     // The round our last commit opened, if it opened one.
     let mut next: Option<OpenRound> = None;
     let mut reader = ReadingsReader::default();
+    // The ensemble's clock as this term knows it (stamps `taken_at`).
+    let mut clock: Option<EnsembleClock> = None;
     loop {
         if ctx.session.is_closed() {
             return LeadEnd::Closed;
@@ -527,7 +529,17 @@ pub async fn lead_rounds(
         };
         // Room for one more after this round's result: then its commit opens the next round.
         let open_next = pending + 1 < ctx.outbox.limit();
-        match one_round(ctx, leader, &mut reader, opened, next.take(), open_next).await {
+        match one_round(
+            ctx,
+            leader,
+            &mut reader,
+            &mut clock,
+            opened,
+            next.take(),
+            open_next,
+        )
+        .await
+        {
             Ok(done) => {
                 // `one_round` logged the commit.
                 last_close = Some(done.closed);
@@ -565,8 +577,13 @@ fn unix_ms() -> u64 {
 
 /// The ensemble's clock, as this leader can read it without trusting its own wall clock:
 /// the time ZooKeeper stamped on one of our writes (a znode's `ctime`/`mtime`, set by the
-/// ensemble's leader server when it applied the write) plus the monotonic time elapsed since
-/// its answer arrived. It lags the ensemble's clock by that answer's latency (milliseconds).
+/// ensemble's leader server when it took the write in) plus the monotonic time elapsed since
+/// we sent that write. Off by the time the write took to reach the server (well under a
+/// millisecond on a quiet loopback; the fsync comes after the stamp, so it does not count).
+///
+/// A leader keeps the first anchor of its term and only replaces it when a newer one
+/// disagrees by more than [`CLOCK_STEP_MS`] (the ensemble's clock was stepped), so the
+/// stamps of consecutive rounds are exactly their close deadlines apart.
 ///
 /// Rounds are stamped with it ([`RoundResult::taken_at`]): sensor-api refuses a `taken_at`
 /// more than `TAKEN_AT_MAX_AHEAD` ahead of its clock, and a leader whose clock ran ahead
@@ -579,24 +596,32 @@ pub struct EnsembleClock {
     at: Instant,
 }
 
+/// How far a newer anchor may disagree with the kept one before it replaces it (ms).
+pub const CLOCK_STEP_MS: i64 = 1000;
+
 impl EnsembleClock {
-    /// `zk_ms` (a znode time from an answer that just arrived) is the ensemble's time now.
-    pub fn anchored(zk_ms: i64) -> EnsembleClock {
-        EnsembleClock {
-            zk_ms,
-            at: Instant::now(),
+    /// `zk_ms` is the time ZooKeeper stamped on a write we sent at `sent`.
+    pub fn anchored(zk_ms: i64, sent: Instant) -> EnsembleClock {
+        EnsembleClock { zk_ms, at: sent }
+    }
+
+    /// The ensemble's time at `t`, ms since the epoch.
+    pub fn ms_at(&self, t: Instant) -> i64 {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        if t >= self.at {
+            self.zk_ms.saturating_add(ms(t - self.at))
+        } else {
+            self.zk_ms.saturating_sub(ms(self.at - t))
         }
     }
 
-    /// The ensemble's time now, ms since the epoch.
-    pub fn now_ms(&self) -> i64 {
-        self.zk_ms
-            .saturating_add(i64::try_from(self.at.elapsed().as_millis()).unwrap_or(i64::MAX))
-    }
-
-    /// [`EnsembleClock::now_ms`] as RFC 3339 UTC with milliseconds.
-    pub fn now_rfc3339(&self) -> String {
-        rfc3339_ms(self.now_ms())
+    /// This clock, or `newer` if the two disagree by more than [`CLOCK_STEP_MS`].
+    pub fn refreshed(self, newer: EnsembleClock) -> EnsembleClock {
+        if (self.ms_at(newer.at) - newer.zk_ms).abs() > CLOCK_STEP_MS {
+            newer
+        } else {
+            self
+        }
     }
 }
 
@@ -632,7 +657,7 @@ async fn open_round(ctx: &LeaderContext, leader: &Leadership) -> Result<OpenRoun
     zk::ensure_path(&client, layout::OUTBOX).await?;
     let mut state = RoundState::read(&client).await?;
     let round = state.last + 1;
-    let stat = match client.check_stat(layout::BARRIER).await {
+    let (stat, sent) = match client.check_stat(layout::BARRIER).await {
         Ok(Some(_)) => {
             tracing::info!(node = %ctx.id, round, "resuming the round left open (re-raising its barrier)");
             reopen_barrier(&client, leader, round).await?
@@ -652,6 +677,7 @@ async fn open_round(ctx: &LeaderContext, leader: &Leadership) -> Result<OpenRoun
                 txn.add_create(layout::ROUNDS_LAST, b"0", &zk::persistent())
                     .map_err(bad)?;
             }
+            let sent = Instant::now();
             match txn.commit().await {
                 Ok(_) if state.version.is_none() => state.version = Some(0),
                 Ok(_) => {}
@@ -663,7 +689,7 @@ async fn open_round(ctx: &LeaderContext, leader: &Leadership) -> Result<OpenRoun
             }
             // The multi's create Stat is invalid on ZooKeeper 3.8.0 (server bug): read it.
             match client.check_stat(layout::BARRIER).await {
-                Ok(Some(stat)) => stat,
+                Ok(Some(stat)) => (stat, sent),
                 Ok(None) => return Err(ZkError::zk("exists", layout::BARRIER, zkc::Error::NoNode)),
                 Err(e) => return Err(ZkError::zk("exists", layout::BARRIER, e)),
             }
@@ -674,7 +700,7 @@ async fn open_round(ctx: &LeaderContext, leader: &Leadership) -> Result<OpenRoun
         round,
         barrier: stat.czxid,
         state,
-        clock: EnsembleClock::anchored(stat.ctime),
+        clock: EnsembleClock::anchored(stat.ctime, sent),
     })
 }
 
@@ -688,6 +714,7 @@ async fn one_round(
     ctx: &LeaderContext,
     leader: &Leadership,
     reader: &mut ReadingsReader,
+    clock: &mut Option<EnsembleClock>,
     opened: Instant,
     open: Option<OpenRound>,
     open_next: bool,
@@ -715,13 +742,15 @@ async fn one_round(
         // the barrier (their ephemeral readings vanished, and they will not read the same
         // barrier twice). Re-open the round under a new barrier, same number and same rule.
         tracing::warn!(node = %ctx.id, round, barrier = open.barrier, "no readings survived for this round; re-opening it");
-        let stat = reopen_barrier(&client, leader, round).await?;
+        let (stat, sent) = reopen_barrier(&client, leader, round).await?;
         open.barrier = stat.czxid;
-        open.clock = EnsembleClock::anchored(stat.ctime);
+        open.clock = EnsembleClock::anchored(stat.ctime, sent);
         opened = Instant::now();
         close_at = opened + *period.borrow_and_update();
     };
     let barrier = open.barrier;
+    let stamp = clock.map_or(open.clock, |c| c.refreshed(open.clock));
+    *clock = Some(stamp);
     let client = ctx.session.client()?;
     let samples = readings.len() as u32;
     let value = readings.iter().map(|(_, v)| v).sum::<f64>() / samples as f64;
@@ -731,7 +760,8 @@ async fn one_round(
         samples,
         leader: ctx.id.clone(),
         fencing: leader.fencing_token(),
-        taken_at: open.clock.now_rfc3339(),
+        // The close deadline on the ensemble's clock (see `EnsembleClock`).
+        taken_at: rfc3339_ms(stamp.ms_at(close_at)),
         cluster: ctx.cluster.clone(),
     };
     let ids: Vec<&str> = readings.iter().map(|(id, _)| id.as_str()).collect();
@@ -801,7 +831,7 @@ async fn one_round(
                     zkc::MultiWriteResult::SetData { stat } => Some(*stat),
                     _ => None,
                 });
-                Ok(last)
+                Ok((last, sent))
             }
             Err(zkc::MultiWriteError::RequestFailed { source })
                 if zk::session::is_transient(&source) =>
@@ -813,7 +843,7 @@ async fn one_round(
             Err(e) => Err(multi_error(layout::ROUNDS, e)),
         }
     });
-    let last = match commit.await {
+    let (last, sent) = match commit.await {
         Ok(Ok(last)) => last,
         Ok(Err(e)) => return Err(e),
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -830,7 +860,7 @@ async fn one_round(
                 version: Some(stat.version),
                 closed_at: stat.mzxid,
             },
-            clock: EnsembleClock::anchored(stat.mtime),
+            clock: EnsembleClock::anchored(stat.mtime, sent),
         }),
         _ => None,
     };
@@ -872,12 +902,12 @@ async fn wait_for_close(
 
 /// Replaces the open barrier by a new one (same round number), guarded by the election
 /// znode; returns the new barrier's Stat (its czxid identifies it, its ctime anchors the
-/// [`EnsembleClock`]).
+/// [`EnsembleClock`]) and when the write was sent.
 async fn reopen_barrier(
     client: &zkc::Client,
     leader: &Leadership,
     round: u64,
-) -> Result<zkc::Stat, ZkError> {
+) -> Result<(zkc::Stat, Instant), ZkError> {
     let mut txn = client.new_multi_writer();
     let bad = |e| ZkError::zk("multi", layout::BARRIER, e);
     txn.add_check_version(leader.guard_path(), 0).map_err(bad)?;
@@ -888,11 +918,12 @@ async fn reopen_barrier(
         &zk::persistent(),
     )
     .map_err(bad)?;
+    let sent = Instant::now();
     txn.commit()
         .await
         .map_err(|e| multi_error(layout::BARRIER, e))?;
     match client.check_stat(layout::BARRIER).await {
-        Ok(Some(stat)) => Ok(stat),
+        Ok(Some(stat)) => Ok((stat, sent)),
         Ok(None) => Err(ZkError::zk("exists", layout::BARRIER, zkc::Error::NoNode)),
         Err(e) => Err(ZkError::zk("exists", layout::BARRIER, e)),
     }
