@@ -111,7 +111,6 @@ async fn a_reading_that_lands_after_its_round_closed_counts_for_no_later_round()
             .map(|e| e["barrier"].as_i64().expect("barrier"))
             .collect()
     };
-    let n3_barriers = barriers(&n3, "reading taken");
     // No node's reading counts for a round other than the one it was taken for.
     for node in nodes {
         let taken = barriers(node, "reading taken");
