@@ -54,18 +54,20 @@
 //! last commit.
 //!
 //! ## Time stamps
-//! [`RoundResult::taken_at`] is the round's close on the ensemble's clock
-//! ([`EnsembleClock`]: the ctime/mtime ZooKeeper gave the write that opened the round, plus
-//! the monotonic time since), never the leader's wall clock: sensor-api refuses times more
-//! than `TAKEN_AT_MAX_AHEAD` ahead of its own clock, and a leader whose clock ran ahead had
-//! every round refused and queued until its outbox filled and rounds stopped.
+//! [`RoundResult::taken_at`] is the round's close deadline on the ensemble's clock
+//! ([`EnsembleClock`]: the ctime/mtime ZooKeeper gave a barrier-raising write of this
+//! leadership term, plus the monotonic time since it was sent), never the leader's wall
+//! clock: sensor-api refuses times more than `TAKEN_AT_MAX_AHEAD` ahead of its own clock, and
+//! a leader whose clock ran ahead had every round refused and queued until its outbox filled
+//! and rounds stopped (`tests/clock_skew.rs`).
 //!
 //! ## Why no round is lost or delivered twice
 //! * A deposed leader cannot commit: its election znode is gone (session expired) or it
 //!   is not the owner any more, so the check in step 4 fails. Its in-process handle is
 //!   revoked as soon as its connection is suspended, before ZooKeeper even decides.
 //! * A leader that dies before step 4 leaves `/barrier` up and `/rounds/last = r - 1`; the
-//!   next leader finds the barrier and finishes round `r` (same number, no gap).
+//!   next leader finds the barrier, re-raises it (a fresh write to anchor its clock on) and
+//!   finishes round `r` (same number, same rule, no gap).
 //! * A leader that dies after step 4 leaves the result in the outbox; the next leader
 //!   delivers it. The API is idempotent on `round`, so a delivery whose acknowledgement was
 //!   not recorded is harmless, and it rejects lower fencing tokens (stale leaders).
