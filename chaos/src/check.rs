@@ -9,8 +9,9 @@
 //! * `reading taken` (every sensor, debug): barrier it was taken for, value.
 //!
 //! A sensor's reading counts for round `r` iff it was written under a barrier of round `r`:
-//! those have czxids in `(since, barrier]` of the leader's line (a barrier is created after
-//! the previous commit, and a reading is written only while its barrier is up). A SIGKILL
+//! those have czxids in `[since, barrier]` of the leader's line (a barrier is created by the
+//! previous commit — then its czxid is `since` — or after it, and a reading is written only
+//! while its barrier is up). A SIGKILL
 //! between a write and its log line destroys that evidence: such a round is counted as
 //! unverifiable (and listed), never passed silently, and only when the killed process is
 //! the one whose line is missing and the kill was near the round.
@@ -64,6 +65,14 @@ pub struct Averaged {
     pub included: Vec<String>,
     /// Their readings as the leader averaged them (same order), when logged.
     pub values: Option<Vec<f64>>,
+}
+
+impl Averaged {
+    /// Whether a barrier with czxid `b` belongs to this round: created by the previous
+    /// round's commit (czxid `since`) or after it, up to the round's last barrier.
+    pub fn has_barrier(&self, b: i64) -> bool {
+        b >= self.since && b <= self.barrier
+    }
 }
 
 /// A sensor's published reading.
@@ -195,7 +204,7 @@ impl Logs {
     fn publish_failed_in(&self, sensor: &str, avg: &Averaged) -> bool {
         self.publish_failed
             .get(sensor)
-            .is_some_and(|b| b.iter().any(|b| *b > avg.since && *b <= avg.barrier))
+            .is_some_and(|b| b.iter().any(|b| avg.has_barrier(*b)))
     }
 
     /// The value `sensor` published for the round `avg` describes: its last reading
@@ -205,7 +214,7 @@ impl Logs {
             .get(sensor)?
             .iter()
             .rev()
-            .find(|r| r.barrier > avg.since && r.barrier <= avg.barrier)
+            .find(|r| avg.has_barrier(r.barrier))
             .map(|r| r.value)
     }
 }

@@ -78,13 +78,17 @@ pub enum DeliveryError {
         /// 401 or 403.
         status: u16,
     },
-    /// The API refused the payload itself (400, 413, 422, ...): a bug or a batch too large.
-    #[error("API at {url} rejected the batch (HTTP {status}): {message}")]
+    /// The API refused the payload itself (400, 413, 422, ...): a bug, a batch too large, or
+    /// (field `taken_at`) a round time the API finds implausible: a clock is wrong
+    /// ([`DeliveryError::is_taken_at`]).
+    #[error("API at {url} rejected the batch (HTTP {status}{}): {message}", .field.as_deref().map(|f| format!(", field {f}")).unwrap_or_default())]
     Rejected {
         /// The instance that answered.
         url: String,
         /// The status code.
         status: u16,
+        /// The input the API blames, when it says.
+        field: Option<String>,
         /// The API's error message.
         message: String,
     },
@@ -113,6 +117,15 @@ impl DeliveryError {
     /// ([`DeliveryError::Unavailable`] only).
     pub fn is_retryable(&self) -> bool {
         matches!(self, DeliveryError::Unavailable { .. })
+    }
+
+    /// Whether the API refused a round's `taken_at` (400 naming that field, e.g. "more than
+    /// 300 s ahead of the server's clock"): clock skew between whoever stamped the round and
+    /// the API. Told apart by the typed `field` of the API's answer (the field may be
+    /// `taken_at` or `[3].taken_at` for an item of a batch), never by the message.
+    pub fn is_taken_at(&self) -> bool {
+        matches!(self, DeliveryError::Rejected { field: Some(f), .. }
+            if f == "taken_at" || f.ends_with(".taken_at"))
     }
 }
 
@@ -316,6 +329,7 @@ fn classify(base: &str, status: u16, body: &[u8]) -> Attempt {
         400 | 413 | 422 => Attempt::Final(DeliveryError::Rejected {
             url,
             status,
+            field: decoded.and_then(|b| b.field),
             message,
         }),
         _ => Attempt::Next(format!("HTTP {status}: {message}")),
@@ -405,6 +419,16 @@ mod tests {
             classify("u", 409, untyped),
             Attempt::Final(DeliveryError::Conflict { round: None, .. })
         ));
+        let skew = br#"{"error":"taken_at is more than 300 s ahead of the server's clock","field":"[0].taken_at"}"#;
+        match classify("u", 400, skew) {
+            Attempt::Final(e) => assert!(e.is_taken_at(), "{e}"),
+            Attempt::Next(why) => panic!("not final: {why}"),
+        }
+        let other = br#"{"error":"value must be finite","field":"[0].value"}"#;
+        match classify("u", 400, other) {
+            Attempt::Final(e) => assert!(!e.is_taken_at(), "{e}"),
+            Attempt::Next(why) => panic!("not final: {why}"),
+        }
         assert!(matches!(classify("u", 503, b""), Attempt::Next(_)));
         assert!(matches!(classify("u", 404, b"nope"), Attempt::Next(_)));
         assert!(matches!(

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::claim::{self, ClaimError};
 use crate::cluster;
@@ -217,10 +217,11 @@ async fn campaign_loop(ctx: LeaderContext, delivery: Delivery, mut resign: watch
             ..ctx.clone()
         };
         tracing::info!(node = %ctx.id, role = "leader", fencing = leadership.fencing_token(), cluster = %ctx.cluster, "became leader");
-        let committed = Notify::new();
+        // Committed rounds, from the round loop to delivery (see `deliver_while_leading`).
+        let (committed, mut to_deliver) = tokio::sync::mpsc::unbounded_channel();
         let end = tokio::select! {
             end = round::lead_rounds(&ctx, &leadership, &committed) => Some(end),
-            _ = outbox::deliver_while_leading(&ctx.outbox, &delivery, &leadership, &committed) => {
+            _ = outbox::deliver_while_leading(&ctx.outbox, &delivery, &leadership, &mut to_deliver) => {
                 // Delivery only stops on lost leadership or a stale-leader answer.
                 None
             }

@@ -113,27 +113,31 @@ impl Outbox {
 
     /// Records that the API acknowledged `rounds` (ascending): deletes their entries and
     /// advances `/rounds/delivered`, in one transaction that commits only while `leader`
-    /// still holds its election znode. Entries already gone are skipped.
+    /// still holds its election znode. Entries already gone are skipped. The reads before
+    /// it (each entry's existence, `/rounds/delivered`) are sent at once: one round trip.
     pub async fn acknowledge(&self, leader: &Leadership, rounds: &[u64]) -> Result<(), ZkError> {
         let Some(&last) = rounds.last() else {
             return Ok(());
         };
         let client = self.session.client()?;
+        let paths: Vec<String> = rounds.iter().map(|r| layout::outbox_entry(*r)).collect();
+        let (stats, delivered) = tokio::join!(
+            futures::future::join_all(paths.iter().map(|p| client.check_stat(p))),
+            read_u64(&client, layout::ROUNDS_DELIVERED)
+        );
+        let delivered = delivered?;
         let mut existing = Vec::new();
-        for &r in rounds {
-            if client
-                .check_stat(&layout::outbox_entry(r))
-                .await
+        for (path, stat) in paths.iter().zip(stats) {
+            if stat
                 .map_err(|e| ZkError::zk("exists", layout::OUTBOX, e))?
                 .is_some()
             {
-                existing.push(r);
+                existing.push(path);
             }
         }
-        let delivered = read_u64(&client, layout::ROUNDS_DELIVERED).await?;
         let mut txn = leader.guarded_multi(&client, layout::OUTBOX);
-        for r in &existing {
-            txn.delete(&layout::outbox_entry(*r), None);
+        for path in existing {
+            txn.delete(path, None);
         }
         if last > delivered.value {
             match delivered.version {
@@ -201,39 +205,74 @@ impl Outbox {
 /// up to [`BATCH`], retrying with jittered back-off while the API is unavailable, and
 /// acknowledges what the API accepted. Returns when leadership is lost, the API says we are
 /// a stale leader, or the session closes.
+///
+/// `committed` brings each round this leader commits ([`crate::round::lead_rounds`]), or
+/// `None` after a commit whose outcome is unknown (its answer was lost). Once
+/// a read found the outbox empty, the outbox holds exactly what came through `committed`
+/// since and was not acknowledged (this leader is its only writer while it leads), so a
+/// round is sent as soon as it is committed, without reading it back from ZooKeeper. Any
+/// doubt (a failed acknowledgement, a round set aside, a read error) drops back to reading
+/// the outbox.
 pub async fn deliver_while_leading(
     outbox: &Outbox,
     delivery: &Delivery,
     leader: &Leadership,
-    wake: &tokio::sync::Notify,
+    committed: &mut tokio::sync::mpsc::UnboundedReceiver<Option<RoundResult>>,
 ) {
     let mut backoff = Backoff::default();
     let mut failing_since: Option<tokio::time::Instant> = None;
+    // `Some(queue)`: the outbox is known to hold exactly `queue`.
+    let mut mirror: Option<std::collections::VecDeque<RoundResult>> = None;
+    let mut acknowledged = 0u64;
     loop {
         if !leader.is_held() {
             return;
         }
-        let batch = match outbox.oldest(BATCH).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "outbox read failed");
-                if sleep_or_lost(leader, backoff.next_delay()).await {
-                    return;
-                }
-                continue;
+        while let Ok(c) = committed.try_recv() {
+            match (c, mirror.as_mut()) {
+                (Some(r), Some(queue)) if r.round > acknowledged => queue.push_back(r),
+                (None, _) => mirror = None,
+                _ => {}
             }
+        }
+        let batch: Vec<RoundResult> = match &mirror {
+            Some(queue) => queue.iter().take(BATCH).cloned().collect(),
+            None => match outbox.oldest(BATCH).await {
+                Ok(b) => {
+                    if b.is_empty() {
+                        mirror = Some(Default::default());
+                    }
+                    b
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox read failed");
+                    if sleep_or_lost(leader, backoff.next_delay()).await {
+                        return;
+                    }
+                    continue;
+                }
+            },
         };
         if batch.is_empty() {
             tokio::select! {
-                _ = wake.notified() => {}
+                c = committed.recv() => match (c, mirror.as_mut()) {
+                    (Some(Some(r)), Some(queue)) if r.round > acknowledged => queue.push_back(r),
+                    (Some(None), _) => mirror = None,
+                    (None, _) => return, // the round loop ended
+                    _ => {}
+                },
                 _ = leader.lost() => return,
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => mirror = None,
             }
             continue;
         }
         let rounds: Vec<u64> = batch.iter().map(|r| r.round).collect();
+        let first = rounds[0];
+        let last = rounds[rounds.len() - 1];
+        let post_start = tokio::time::Instant::now();
         match delivery.deliver(&batch).await {
             Ok(_) => {
+                let post_ms = post_start.elapsed().as_secs_f64() * 1e3;
                 if let Some(since) = failing_since.take() {
                     tracing::info!(
                         outage_ms = since.elapsed().as_millis() as u64,
@@ -241,15 +280,25 @@ pub async fn deliver_while_leading(
                     );
                 }
                 backoff.reset();
+                let ack_start = tokio::time::Instant::now();
                 match outbox.acknowledge(leader, &rounds).await {
-                    Ok(()) => tracing::info!(
-                        first = rounds[0],
-                        last = rounds[rounds.len() - 1],
-                        count = rounds.len(),
-                        "rounds delivered"
-                    ),
+                    Ok(()) => {
+                        acknowledged = acknowledged.max(last);
+                        if let Some(queue) = mirror.as_mut() {
+                            queue.retain(|r| r.round > last);
+                        }
+                        tracing::info!(
+                            first,
+                            last,
+                            count = rounds.len(),
+                            post_ms,
+                            ack_ms = ack_start.elapsed().as_secs_f64() * 1e3,
+                            "rounds delivered"
+                        )
+                    }
                     Err(ZkError::LeadershipLost) => return,
                     Err(e) => {
+                        mirror = None;
                         tracing::warn!(error = %e, "delivered, but recording it failed; will re-deliver (idempotent)")
                     }
                 }
@@ -262,6 +311,7 @@ pub async fn deliver_while_leading(
                 return;
             }
             Err(DeliveryError::Conflict { round, .. }) => {
+                mirror = None;
                 let Some(result) = round.and_then(|round| batch.iter().find(|r| r.round == round))
                 else {
                     tracing::error!(?round, "API reported a conflict it does not attribute to a round we sent; retrying later");
@@ -276,6 +326,15 @@ pub async fn deliver_while_leading(
                     if sleep_or_lost(leader, backoff.next_delay()).await {
                         return;
                     }
+                }
+            }
+            Err(e @ DeliveryError::Rejected { .. }) if e.is_taken_at() => {
+                // The API finds the rounds' time implausible (too far ahead of its clock, or
+                // older than its retention): a clock is wrong. Never dropped: they stay
+                // queued and go through once the clocks agree (or the API's limits change).
+                tracing::error!(error = %e, first, last, pending = rounds.len(), "API refuses the rounds' taken_at: clock skew between ZooKeeper (whose time stamps the rounds) or the leader that stamped them and the API; fix the clocks (NTP) or TAKEN_AT_MAX_AHEAD / TAKEN_AT_MAX_AGE; rounds stay queued");
+                if sleep_or_lost(leader, backoff.next_delay()).await {
+                    return;
                 }
             }
             Err(e @ (DeliveryError::Unauthorized { .. } | DeliveryError::Rejected { .. })) => {

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 pub struct SlowLink {
     port: u16,
     delay: Arc<watch::Sender<Duration>>,
+    cuts: Arc<watch::Sender<u64>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -28,12 +29,16 @@ impl SlowLink {
         let (delay, _) = watch::channel(Duration::ZERO);
         let delay = Arc::new(delay);
         let lag = delay.clone();
+        let (cuts, _) = watch::channel(0u64);
+        let cuts = Arc::new(cuts);
+        let cutter = cuts.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
                 let lag = lag.subscribe();
+                let mut cut = cutter.subscribe();
                 tokio::spawn(async move {
                     let Ok(server) =
                         tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
@@ -47,11 +52,17 @@ impl SlowLink {
                     tokio::select! {
                         _ = tokio::io::copy(&mut from_client, &mut to_server) => {}
                         _ = late_copy(&mut from_server, &mut to_client, lag) => {}
+                        _ = cut.changed() => {}
                     }
                 });
             }
         });
-        SlowLink { port, delay, task }
+        SlowLink {
+            port,
+            delay,
+            cuts,
+            task,
+        }
     }
 
     /// `127.0.0.1:<proxy port>`.
@@ -62,6 +73,13 @@ impl SlowLink {
     /// Delivers every byte the server sends from now on `d` late (order kept; zero: no delay).
     pub fn delay(&self, d: Duration) {
         self.delay.send_replace(d);
+    }
+
+    /// Closes every connection open now, dropping what the server sent that is still held
+    /// back: a client whose request reached the server loses its answer (the request was
+    /// applied, the client sees a connection loss). New connections are accepted as before.
+    pub fn cut(&self) {
+        self.cuts.send_modify(|n| *n += 1);
     }
 }
 

@@ -58,12 +58,19 @@ pub struct ZkServer {
 impl ZkServer {
     /// Starts a standalone server on a free port and waits until it serves.
     pub fn start() -> Result<ZkServer, HarnessError> {
+        Self::start_with(&[])
+    }
+
+    /// [`ZkServer::start`] with extra `zoo.cfg` lines (e.g. `forceSync=no` for a benchmark
+    /// that compares with and without an fsync per transaction log write).
+    pub fn start_with(extra_config: &[&str]) -> Result<ZkServer, HarnessError> {
         let tmp = tempfile::Builder::new()
             .prefix("zk-standalone-")
             .tempdir()?;
         let dir = tmp.path().to_path_buf();
         let client_port = free_port();
-        let config = write_config(&dir, client_port, &[])?;
+        let extra: Vec<String> = extra_config.iter().map(|l| l.to_string()).collect();
+        let config = write_config(&dir, client_port, &extra)?;
         let mut server = ZkServer {
             name: format!("zookeeper:{client_port}"),
             dir,
@@ -190,7 +197,8 @@ impl ZkServer {
     }
 }
 
-fn write_config(dir: &Path, client_port: u16, peers: &[String]) -> Result<PathBuf, HarnessError> {
+/// Writes `zoo.cfg` under `dir`; `extra` lines (ensemble `server.N=` lines, options) go last.
+fn write_config(dir: &Path, client_port: u16, extra: &[String]) -> Result<PathBuf, HarnessError> {
     let data = dir.join("data");
     std::fs::create_dir_all(&data)?;
     let mut cfg = format!(
@@ -200,7 +208,7 @@ fn write_config(dir: &Path, client_port: u16, peers: &[String]) -> Result<PathBu
         data.display(),
         TICK_MS * 200
     );
-    for line in peers {
+    for line in extra {
         cfg.push_str(line);
         cfg.push('\n');
     }

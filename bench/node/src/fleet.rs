@@ -49,6 +49,14 @@ pub struct Row {
     pub read_ms: (f64, f64),
     /// Close deadline -> commit acknowledged: p50, p99 (ms).
     pub commit_ms: (f64, f64),
+    /// The commit transaction alone (sent -> acknowledged): p50, p99 (ms).
+    pub commit_txn_ms: (f64, f64),
+    /// The delivery POST (sent -> the API's answer): p50, p99 (ms).
+    pub post_ms: (f64, f64),
+    /// Recording the delivery in ZooKeeper (after the POST): p50, p99 (ms).
+    pub ack_ms: (f64, f64),
+    /// Times the leader restarted its cadence because a round ran late (rounds/min < 60).
+    pub cadence_restarts: usize,
     /// Close deadline -> delivered to the API: p50, p99 (ms).
     pub delivered_ms: (f64, f64),
     /// ZooKeeper transactions (zxids, failed writes included) per round.
@@ -238,6 +246,8 @@ pub async fn measure(
 
     // The leader's "round committed" lines for the window's rounds.
     let (mut read, mut commit, mut delivered) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut commit_txn, mut post, mut ack) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cadence_restarts = 0;
     let arrivals = arrivals.lock().map(|a| a.clone()).unwrap_or_default();
     for node in &nodes {
         for e in node.events_named("round committed") {
@@ -253,12 +263,36 @@ pub async fn measure(
             if let Some(v) = e["commit_overhead_ms"].as_f64() {
                 commit.push(v);
             }
+            if let Some(v) = e["commit_ms"].as_f64() {
+                commit_txn.push(v);
+            }
             if let (Some(closed), Some(arrived)) =
                 (e["closed_unix_ms"].as_u64(), arrivals.get(&round))
             {
                 delivered.push(arrived.saturating_sub(closed) as f64);
             }
         }
+    }
+    // Delivery lines ("rounds delivered": post_ms, ack_ms) and cadence restarts, for the
+    // window (by the last round of each batch / by the time the window covered).
+    for node in &nodes {
+        for e in node.events_named("rounds delivered") {
+            let Some(last) = e["last"].as_u64() else {
+                continue;
+            };
+            if last <= r0 || last > r1 {
+                continue;
+            }
+            if let Some(v) = e["post_ms"].as_f64() {
+                post.push(v);
+            }
+            if let Some(v) = e["ack_ms"].as_f64() {
+                ack.push(v);
+            }
+        }
+        cadence_restarts += node
+            .events_named("cadence restarted: the previous round ran late")
+            .len();
     }
     session.close();
     drop(nodes);
@@ -271,6 +305,10 @@ pub async fn measure(
         min_fill,
         read_ms: percentiles(read),
         commit_ms: percentiles(commit),
+        commit_txn_ms: percentiles(commit_txn),
+        post_ms: percentiles(post),
+        ack_ms: percentiles(ack),
+        cadence_restarts,
         delivered_ms: percentiles(delivered),
         zk_txns_per_round: (z1 - z0) as f64 / rounds,
         counter_per_round: (c1 - c0) as f64 / rounds,

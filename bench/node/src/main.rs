@@ -100,7 +100,8 @@ async fn failover(
 }
 
 /// Command line: `[--quick] [--bin PATH] [--build LABEL] [--fleets p3,p20,v100,...]
-/// [--secs S] [--no-failover] [--report FILE.md]` (the SVG goes beside the report).
+/// [--secs S] [--no-failover] [--zk-fsync on|off] [--report FILE.md]` (the SVG goes beside
+/// the report).
 struct Args {
     quick: bool,
     bin: Option<PathBuf>,
@@ -109,6 +110,9 @@ struct Args {
     secs: Option<u64>,
     failover: bool,
     report: Option<PathBuf>,
+    /// ZooKeeper fsyncs its transaction log (the product's setting); `--zk-fsync off` adds
+    /// `forceSync=no` to compare.
+    zk_fsync: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -120,6 +124,7 @@ fn parse_args() -> anyhow::Result<Args> {
         secs: None,
         failover: true,
         report: None,
+        zk_fsync: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -134,6 +139,13 @@ fn parse_args() -> anyhow::Result<Args> {
             "--build" => args.build = value()?,
             "--secs" => args.secs = Some(value()?.parse()?),
             "--report" => args.report = Some(PathBuf::from(value()?)),
+            "--zk-fsync" => {
+                args.zk_fsync = match value()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => anyhow::bail!("--zk-fsync {other:?}: expected on or off"),
+                }
+            }
             "--fleets" => {
                 args.fleets = value()?
                     .split(',')
@@ -160,9 +172,19 @@ async fn main() -> anyhow::Result<()> {
         Some(b) => b.clone(),
         None => node_bin()?,
     };
-    let zk = ZkServer::start()?;
+    let (zk, zk_note) = if args.zk_fsync {
+        (
+            ZkServer::start()?,
+            "transaction log fsynced (forceSync=yes, the default), data directory on disk",
+        )
+    } else {
+        (
+            ZkServer::start_with(&["forceSync=no"])?,
+            "**forceSync=no**: no fsync per transaction (comparison only, not a product setting)",
+        )
+    };
     println!(
-        "ZooKeeper 3.8 standalone on {} (tickTime {} ms); {}",
+        "ZooKeeper 3.8 standalone on {} (tickTime {} ms, {zk_note}); {}",
         zk.connect_string(),
         testkit::TICK_MS,
         report::machine()
@@ -180,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
         lines.push(failover(&zk, &bin, true, runs).await?);
         lines.push(failover(&zk, &bin, false, runs).await?);
     }
-    let md = report::markdown(&rows, &lines);
+    let md = report::markdown(&rows, &lines, zk_note);
     println!("{md}");
     if let Some(path) = &args.report {
         std::fs::write(path, &md)?;

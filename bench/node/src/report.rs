@@ -26,25 +26,26 @@ fn ms(p: (f64, f64)) -> String {
     format!("{:.1} / {:.1}", p.0, p.1)
 }
 
-/// The markdown table of `rows`, `failover` lines and the other implementation's figures.
-pub fn markdown(rows: &[Row], failover: &[String]) -> String {
+/// The markdown table of `rows`, `failover` lines and the other implementation's figures;
+/// `zk_note` says how ZooKeeper was configured (fsync).
+pub fn markdown(rows: &[Row], failover: &[String], zk_note: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# sensor fleet benchmark\n");
     let _ = writeln!(
         out,
-        "Machine: {}. Standalone ZooKeeper 3.8 on 127.0.0.1 (tickTime {} ms), period 1 s, session timeout 10 s, release build. Overheads are measured from the round's close deadline (its opening + the period): read = leader reads `/mediciones`, commit = commit acknowledged, delivered = the API has it. Times p50 / p99. CPU in % of one core.\n",
+        "Machine: {}. Standalone ZooKeeper 3.8 on 127.0.0.1 (tickTime {} ms, {zk_note}), period 1 s, session timeout 10 s, release build. Overheads are measured from the round's close deadline (its opening + the period): read = leader reads `/mediciones`, commit = commit acknowledged, delivered = the API has it (the benchmark's in-process receiver, not sensor-api). Where the time goes: commit txn = the commit transaction alone, POST = the delivery request, ack = recording the delivery in ZooKeeper afterwards (off the delivered path). Cadence restarts: rounds that ran so late that the next one opened off the 1 s grid. Times p50 / p99. CPU in % of one core.\n",
         machine(),
         testkit::TICK_MS
     );
-    let _ = writeln!(out, "| build | fleet | sensors | rounds/min | readings/live (mean, worst round) | read ms | commit ms | delivered ms | ZooKeeper txns/round | /counter per round | CPU per sensor % | ZooKeeper CPU % | RSS per sensor MiB | load |");
+    let _ = writeln!(out, "| build | fleet | sensors | rounds/min | readings/live (mean, worst round) | read ms | commit txn ms | commit ms | delivered ms | POST ms | ack ms | cadence restarts | ZooKeeper txns/round | /counter per round | CPU per sensor % | ZooKeeper CPU % | RSS per sensor MiB | load |");
     let _ = writeln!(
         out,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.2} | {:.2} % / {:.2} % | {} | {} | {} | {:.1} | {:.1} | {:.3} | {:.1} | {:.2} | {:.1} |",
+            "| {} | {} | {} | {:.2} | {:.2} % / {:.2} % | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.3} | {:.1} | {:.2} | {:.1} |",
             r.build,
             r.mode.label(),
             r.n,
@@ -52,8 +53,12 @@ pub fn markdown(rows: &[Row], failover: &[String]) -> String {
             r.mean_fill * 100.0,
             r.min_fill * 100.0,
             ms(r.read_ms),
+            ms(r.commit_txn_ms),
             ms(r.commit_ms),
             ms(r.delivered_ms),
+            ms(r.post_ms),
+            ms(r.ack_ms),
+            r.cadence_restarts,
             r.zk_txns_per_round,
             r.counter_per_round,
             r.cpu_per_sensor_pct,

@@ -52,6 +52,15 @@ struct Marker {
     next_attempt: u64,
 }
 
+/// A successful [`Counter::add_observed`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Added {
+    /// The counter's value after the increment.
+    pub value: i64,
+    /// Attempts that lost the compare-and-set to another writer first.
+    pub conflicts: u32,
+}
+
 /// How an attempt ended.
 enum Attempt {
     Applied(i64),
@@ -119,6 +128,18 @@ impl Counter {
     /// is closed ([`ZkError::Closed`]). Fails without retrying when an answer was lost *and*
     /// the session expired before the outcome could be read (see the module doc).
     pub async fn add(&self, delta: i64) -> Result<i64, ZkError> {
+        self.add_observed(delta).await.map(|added| added.value)
+    }
+
+    /// [`Counter::add`], also saying how contended the znode was: a caller that is not in a
+    /// hurry can space its increments out when others compete for the znode.
+    pub async fn add_observed(&self, delta: i64) -> Result<Added, ZkError> {
+        let mut conflicts = 0;
+        let value = self.add_inner(delta, &mut conflicts).await?;
+        Ok(Added { value, conflicts })
+    }
+
+    async fn add_inner(&self, delta: i64, conflicts: &mut u32) -> Result<i64, ZkError> {
         let mut marker = self.marker.lock().await;
         let mut backoff = Backoff::new(self.min_backoff, self.max_backoff);
         // Attempts whose answer was lost: (attempt number, value it would give). Every attempt
@@ -174,6 +195,7 @@ impl Counter {
             match self.try_add(&client, &mut marker, delta, attempt).await {
                 Ok(Attempt::Applied(v)) => return Ok(v),
                 Ok(Attempt::Conflict) => {
+                    *conflicts += 1;
                     // Contention: jitter a little so N clients do not collide in lockstep.
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
