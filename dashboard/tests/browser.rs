@@ -90,28 +90,26 @@ async fn page_in_headless_chromium_follows_a_leader_change() {
         ],
     )
     .await;
-    let v = dash
-        .wait_for(
-            Duration::from_secs(60),
-            "4 sensors, leader, averages",
-            |v| {
-                sensor_ids(v).len() == 4
-                    && leader_of(v).is_some()
-                    && v["averages"]["points"]
-                        .as_array()
-                        .is_some_and(|p| p.len() >= 3)
-                    && !v["cluster"]["api_instances"]
-                        .as_array()
-                        .is_none_or(Vec::is_empty)
-            },
-        )
-        .await;
-    let old = leader_of(&v).expect("leader");
+    dash.wait_for(
+        Duration::from_secs(60),
+        "4 sensors, leader, averages",
+        |v| {
+            sensor_ids(v).len() == 4
+                && leader_of(v).is_some()
+                && v["averages"]["points"]
+                    .as_array()
+                    .is_some_and(|p| p.len() >= 3)
+                && !v["cluster"]["api_instances"]
+                    .as_array()
+                    .is_none_or(Vec::is_empty)
+        },
+    )
+    .await;
     let url = format!("{}/", dash.url);
 
     let browser_dir = dir.path().to_path_buf();
     let url2 = url.clone();
-    let (browser, dom_leader, dom_sensors) = tokio::task::spawn_blocking(move || {
+    let mut browser = tokio::task::spawn_blocking(move || {
         let mut b = Browser::launch(&browser_dir, 1280, 1000);
         b.open(&url2, 1280, 1000, true);
         assert!(
@@ -122,13 +120,33 @@ async fn page_in_headless_chromium_follows_a_leader_change() {
             .is_some(),
             "the script connected to /events (CSP allows it)"
         );
-        let leader = b.eval(DOM_LEADER);
-        let sensors = b.eval(DOM_SENSORS);
-        (b, leader, sensors)
+        b
     })
     .await
     .expect("browser");
-    assert_eq!(dom_leader, json!(old), "leader in the DOM");
+    // The page and the JSON state must name the same leader. On a loaded machine the
+    // leadership can move between two reads (a suspended session steps down), so the two
+    // are compared until they agree, not once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (old, dom_sensors) = loop {
+        let (b, dom_leader, dom_sensors) = tokio::task::spawn_blocking(move || {
+            let leader = browser.eval(DOM_LEADER);
+            let sensors = browser.eval(DOM_SENSORS);
+            (browser, leader, sensors)
+        })
+        .await
+        .expect("browser");
+        browser = b;
+        let json_leader = leader_of(&dash.cluster().await);
+        if let Some(l) = json_leader.as_ref().filter(|l| json!(l) == dom_leader) {
+            break (l.clone(), dom_sensors);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leader in the DOM ({dom_leader}) never matched the JSON state's ({json_leader:?}) within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     assert_eq!(
         dom_sensors,
         json!(ids.join(",")),
