@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use sensor_common::Secret;
 
 /// Command line of the `sensor-api` binary.
 #[derive(Debug, Parser)]
@@ -90,7 +91,7 @@ pub struct Config {
     /// Bearer token required for writes (POST /api/v1/averages, GET /nuevo), at least 16
     /// characters. Unset = writes are open.
     #[arg(long, env = "API_TOKEN", hide_env_values = true)]
-    pub api_token: Option<String>,
+    pub api_token: Option<Secret>,
     /// ZooKeeper connect string (host:port,...[/chroot]); when set, this instance registers
     /// its advertised URL as an ephemeral znode under /services/api, and refuses fencing
     /// tokens above the ensemble's current zxid (forged: no leader can hold them). Unset:
@@ -190,7 +191,7 @@ impl Config {
         if let Err(e) = redis::Client::open(self.redis_url.as_str()) {
             return Err(invalid("--redis / REDIS_URL", e.to_string()));
         }
-        if let Some(token) = &self.api_token {
+        if let Some(token) = self.api_token.as_ref().map(Secret::expose) {
             if token.trim().is_empty() {
                 return Err(invalid(
                     "--api-token / API_TOKEN",

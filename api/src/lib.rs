@@ -67,6 +67,7 @@ use crate::layers::auth::{require_token, RequireToken};
 use crate::metrics::Metrics;
 use crate::routes::ingest::Plausibility;
 use crate::store::Store;
+use sensor_common::Secret;
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -79,7 +80,7 @@ pub struct AppState {
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Bearer token required for writes; `None` leaves writes open.
-    pub api_token: Option<Arc<str>>,
+    pub api_token: Option<Arc<Secret>>,
     /// Host name of this instance (shown on the history page).
     pub hostname: Arc<str>,
     /// Requests running longer are answered 503.
@@ -109,8 +110,8 @@ impl AppState {
 
     /// Requires `Authorization: Bearer <token>` on writes (`None` = open; checked by
     /// [`layers::auth`]).
-    pub fn with_token(mut self, token: Option<String>) -> AppState {
-        self.api_token = token.map(Arc::from);
+    pub fn with_token(mut self, token: Option<Secret>) -> AppState {
+        self.api_token = token.map(Arc::new);
         self
     }
 }

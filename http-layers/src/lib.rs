@@ -1,6 +1,6 @@
 //! The HTTP concerns `sensor-api` and `sensor-dashboard` share, written once: the access
-//! log, reading a bearer token, and checking a presented token (the comparison itself is
-//! `sensor_common::secret::ct_eq`, the one constant-time comparison).
+//! log and reading a bearer token (the comparison is `sensor_common::Secret::matches`, the
+//! one constant-time comparison).
 //!
 //! Each service stacks its own layers (its auth rule, timeout answer and metrics differ:
 //! see `sensor_api::layers` and `sensor_dashboard::layers`); what is identical lives here.
@@ -76,13 +76,6 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
         .map(|(_, token)| token.trim().to_string())
 }
 
-/// Whether `presented` equals `expected`, in time that does not depend on where they
-/// first differ (so response times do not reveal how much of a guess was right). Tokens
-/// of different lengths differ at once: the length is not the secret.
-pub fn token_matches(presented: &str, expected: &str) -> bool {
-    sensor_common::secret::ct_eq(presented.as_bytes(), expected.as_bytes())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,13 +100,5 @@ mod tests {
         assert_eq!(bearer_token(&headers("Basic abc")), None);
         assert_eq!(bearer_token(&headers("Bearer")), None);
         assert_eq!(bearer_token(&HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn token_comparison() {
-        assert!(token_matches("0123456789abcdef", "0123456789abcdef"));
-        assert!(!token_matches("0123456789abcdeF", "0123456789abcdef"));
-        assert!(!token_matches("0123456789abcde", "0123456789abcdef"));
-        assert!(!token_matches("", "0123456789abcdef"));
     }
 }

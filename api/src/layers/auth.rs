@@ -11,7 +11,7 @@
 //! | `GET /nuevo?...&token=<token>` (the old clients' way; no `Authorization` header) | passes |
 //! | missing, wrong, or `?token=` on any other route | 401 `{"error": "missing or wrong API token"}`, `WWW-Authenticate: Bearer` |
 //!
-//! The comparison is constant-time ([`http_layers::token_matches`]), so response times do
+//! The comparison is constant-time ([`Secret::matches`]), so response times do
 //! not reveal how much of a guess was right. Neither token is ever logged.
 
 use std::sync::Arc;
@@ -20,20 +20,21 @@ use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http_layers::{bearer_token, token_matches};
+use http_layers::bearer_token;
+use sensor_common::Secret;
 
 use crate::error::ApiError;
 
 /// What a group of write routes requires. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct RequireToken {
-    expected: Option<Arc<str>>,
+    expected: Option<Arc<Secret>>,
     query_param: bool,
 }
 
 impl RequireToken {
     /// `Authorization: Bearer <expected>`; `None` leaves the routes open.
-    pub fn bearer(expected: Option<Arc<str>>) -> RequireToken {
+    pub fn bearer(expected: Option<Arc<Secret>>) -> RequireToken {
         RequireToken {
             expected,
             query_param: false,
@@ -42,7 +43,7 @@ impl RequireToken {
 
     /// Same, or `?token=<expected>` when the request has no bearer token (only for the
     /// legacy endpoint, whose clients cannot set headers).
-    pub fn bearer_or_query(expected: Option<Arc<str>>) -> RequireToken {
+    pub fn bearer_or_query(expected: Option<Arc<Secret>>) -> RequireToken {
         RequireToken {
             expected,
             query_param: true,
@@ -62,7 +63,7 @@ impl RequireToken {
                 .map(|(_, v)| v.into_owned())
                 .last()
         });
-        presented.is_some_and(|p| token_matches(&p, expected))
+        presented.is_some_and(|p| expected.matches(&p))
     }
 }
 
@@ -91,7 +92,7 @@ mod tests {
 
     #[test]
     fn bearer_token_rules() {
-        let token: Option<Arc<str>> = Some(Arc::from("0123456789abcdef"));
+        let token = Some(Arc::new(Secret::new("0123456789abcdef")));
         let auth = RequireToken::bearer(token.clone());
         assert!(auth.admits(&headers(Some("Bearer 0123456789abcdef")), None));
         assert!(auth.admits(&headers(Some("bEaReR  0123456789abcdef ")), None));

@@ -55,7 +55,8 @@ impl TestApp {
 
     /// Serves the app on the given Redis.
     pub async fn start_on(redis_url: &str, tag: &str, token: Option<&str>) -> TestApp {
-        let state = AppState::new(store(redis_url, tag)).with_token(token.map(str::to_string));
+        let state =
+            AppState::new(store(redis_url, tag)).with_token(token.map(sensor_common::Secret::new));
         TestApp::serve(state).await
     }
 
