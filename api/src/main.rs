@@ -12,36 +12,21 @@ use sensor_api::retention::RetentionPolicy;
 use sensor_api::serve::Limits;
 use sensor_api::store::{Store, StoreConfig};
 use sensor_api::{app, AppState};
+use sensor_common::launch;
 
 fn main() -> ExitCode {
+    const NAME: &str = "sensor-api";
     let cli = Cli::parse();
-    if let Err(e) = cli.config.validate() {
-        eprintln!("sensor-api: {e}");
-        return ExitCode::from(2);
-    }
-    if cli.check_config {
-        println!("{}", cli.config);
-        println!("# configuration is valid");
-        return ExitCode::SUCCESS;
-    }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match launch::prepare(NAME, &cli.config, cli.config.validate(), cli.check_config)
+    {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sensor-api: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match cli.command {
         Some(Command::Healthcheck { url, timeout }) => {
             let url = url
                 .unwrap_or_else(|| format!("http://127.0.0.1:{}/readyz", cli.config.listen.port()));
-            match runtime.block_on(sensor_common::health::check(&url, timeout)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("sensor-api healthcheck: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            launch::healthcheck(NAME, &runtime, &url, timeout)
         }
         Some(Command::Fence { action }) => {
             match runtime.block_on(sensor_api::fence_cmd::run(&cli.config, action)) {
@@ -55,14 +40,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        None => match runtime.block_on(serve(cli.config)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = format!("{e:#}"), "sensor-api failed");
-                eprintln!("sensor-api: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        None => launch::exit_status(NAME, runtime.block_on(serve(cli.config))),
     }
 }
 

@@ -5,6 +5,8 @@
 //! * [`backoff`] — the one retry back-off (exponential, jittered).
 //! * [`duration`] — duration flags (`500ms`, `10s`, `1m30s`, bare seconds).
 //! * [`health`] — the containers' healthcheck command.
+//! * [`launch`] — the start and the end of a service binary (validate, `--check-config`,
+//!   runtime, healthcheck, exit status).
 //! * [`log`] — `--log-format` and the `tracing` set-up: every binary logs to **stderr**.
 //! * [`secret`] — [`Secret`], which redacts itself, and the one constant-time comparison.
 //! * [`shutdown`] — the SIGINT/SIGTERM future.
@@ -14,6 +16,7 @@
 pub mod backoff;
 pub mod duration;
 pub mod health;
+pub mod launch;
 pub mod log;
 pub mod secret;
 pub mod shutdown;

@@ -6,48 +6,25 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use sensor_common::init_tracing;
+use sensor_common::{init_tracing, launch};
 use sensor_dashboard::config::{Cli, Command, Config};
 
 fn main() -> ExitCode {
+    const NAME: &str = "sensor-dashboard";
     let cli = Cli::parse();
-    if let Err(e) = cli.config.validate() {
-        eprintln!("sensor-dashboard: {e}");
-        return ExitCode::from(2);
-    }
-    if cli.check_config {
-        println!("{}", cli.config);
-        println!("# configuration is valid");
-        return ExitCode::SUCCESS;
-    }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match launch::prepare(NAME, &cli.config, cli.config.validate(), cli.check_config)
+    {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("sensor-dashboard: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match cli.command {
         Some(Command::Healthcheck { url, timeout }) => {
             let url = url.unwrap_or_else(|| {
                 format!("http://127.0.0.1:{}/healthz", cli.config.listen.port())
             });
-            match runtime.block_on(sensor_common::health::check(&url, timeout)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("sensor-dashboard healthcheck: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            launch::healthcheck(NAME, &runtime, &url, timeout)
         }
-        None => match runtime.block_on(serve(cli.config)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = format!("{e:#}"), "sensor-dashboard failed");
-                eprintln!("sensor-dashboard: {e:#}");
-                ExitCode::FAILURE
-            }
-        },
+        None => launch::exit_status(NAME, runtime.block_on(serve(cli.config))),
     }
 }
 
