@@ -172,6 +172,8 @@ pub struct Store {
     keys: Arc<Keys>,
     scripts: Arc<Scripts>,
     latency: Arc<LatencyHistogram>,
+    /// The group-commit writer's queue (see `ingest`), started by the first ingest.
+    ingest_queue: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<ingest::Job>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -206,6 +208,7 @@ impl Store {
                 trim_rollups: script(retention::TRIM_ROLLUPS_LUA),
             }),
             latency: Arc::new(LatencyHistogram::default()),
+            ingest_queue: Arc::default(),
         })
     }
 
