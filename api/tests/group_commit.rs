@@ -3,6 +3,7 @@
 //! data it would have alone. A private Redis, so `INFO commandstats` counts only this test.
 mod support;
 
+use futures::FutureExt;
 use redis::AsyncCommands;
 use sensor_api::store::{Average, ClusterId, IngestResult, IngestStatus, NewPoint, Store};
 
@@ -195,4 +196,42 @@ async fn grouped_batches_answer_and_store_as_if_alone() {
         "{stored:?}"
     );
     assert_eq!(stored, dump(&mut conn, &alone_prefix).await);
+}
+
+/// A request that gave up (its future dropped, as the request timeout does) while its
+/// batch waited in the queue is left out of the group: nothing of it is stored, and the
+/// batches around it are answered as usual.
+#[tokio::test(flavor = "current_thread")]
+async fn batch_given_up_in_the_queue_is_not_applied() {
+    let redis = testkit::RedisServer::start().expect("redis");
+    let url = redis.url();
+    let mut conn = redis::Client::open(url.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let prefix = support::unique_prefix("gaveup");
+    let store = Store::open(
+        &url,
+        &sensor_api::store::StoreConfig {
+            key_prefix: prefix.clone(),
+            ..Default::default()
+        },
+    )
+    .expect("store");
+    let d = ClusterId::default();
+    let kept = [round(1, 1.0, 1, "a", &d)];
+    let dropped = [round(2, 2.0, 1, "a", &d)];
+    let mut first = Box::pin(store.ingest(&kept));
+    // Queued, not yet sent: the writer task has not run on this single-threaded runtime.
+    assert!(futures::poll!(&mut first).is_pending());
+    assert!(store.ingest(&dropped).now_or_never().is_none(), "queued");
+    let answer = first.await.expect("ingest");
+    assert_eq!(statuses(&answer), vec![IngestStatus::Stored]);
+    let rec = format!("{prefix}:rec");
+    let stored: Vec<String> = conn.hkeys(&rec).await.expect("hkeys");
+    assert_eq!(stored, vec![format!("r:{:020}", 1)]);
+    // A later batch after it is answered normally.
+    let later = store.ingest(&dropped).await.expect("ingest");
+    assert_eq!(statuses(&later), vec![IngestStatus::Stored]);
 }

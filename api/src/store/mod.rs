@@ -82,7 +82,7 @@
 //! |---|---|
 //! | [`model`] | the values stored and returned |
 //! | `keys` | key names and point members |
-//! | `ingest` (+ `lua/ingest.lua`) | atomic, idempotent, fenced batch ingest |
+//! | `ingest` (+ `lua/ingest.lua`) | atomic, idempotent, fenced batch ingest; group commit of concurrent batches into one script call |
 //! | `page` (+ `lua/page.lua`) | points by round, counts, cursor pages |
 //! | [`planner`] | the query planner: rollup levels, every read limit, rollups or raw points |
 //! | `rollup` (+ `lua/rollup_range.lua`) | reading rollups, executing plans: [`Store::series`] |

@@ -69,7 +69,7 @@ local function ensure_index()
 end
 
 -- Rollups: every item's contribution is merged here first, then each touched bucket is
--- read once (HMGET) and written once (HSET) for the whole batch.
+-- read once (HMGET) and written once (HSET) for the whole call (every batch of the group).
 local roll, touched = {}, {}
 local function add_roll(ms, value, samples)
   for level = 1, nlevels do
