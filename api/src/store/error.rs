@@ -4,7 +4,7 @@
 pub const UNAVAILABLE_CODES: [&str; 5] = ["OOM", "READONLY", "BUSY", "LOADING", "MASTERDOWN"];
 
 /// Errors from the store.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// Redis is unreachable, too slow, or refused the command for a transient reason.
     #[error("redis unavailable: {0}")]

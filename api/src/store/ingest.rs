@@ -1,37 +1,126 @@
-//! Atomic, idempotent, fenced ingest of a batch of points.
+//! Atomic, idempotent, fenced ingest of a batch of points, with group commit.
 //!
 //! Check-and-store of a batch, atomically (Redis runs a script without interleaving):
-//! `lua/ingest.lua` after `lua/common.lua`.
+//! `lua/ingest.lua` after `lua/common.lua`. One script call applies a *group* of
+//! independent batches, one after the other: each batch is checked and, unless one of its
+//! items is rejected, written before the next one is checked, so every batch gets exactly
+//! the answer it would have got from a call of its own at that point, and a refused batch
+//! writes nothing and does not affect its neighbours.
 //!
-//! KEYS: rec, time, fence, last_round (both of the batch's cluster), legacy_seq, rollup,
-//! leaders, clusters, roundidx, roundidx_state, then rollidx per level.
-//! ARGV: nlevels, steps..., nitems, then per item: kind ("r"/"l"), round (20 digits),
-//! value, fencing (20 digits), taken_at_ms, samples, json, leader; then the batch's
-//! cluster id (node round members are `r:<round>` for `default`, `r:<round>:<cluster>`
+//! # Group commit
+//! [`Store::ingest`] hands its batch to one writer task per store (an mpsc queue of
+//! [`QUEUE`] batches, each with a oneshot reply). The writer takes the first waiting batch
+//! and every batch queued behind it (at most [`GROUP_BATCHES`] batches and
+//! [`GROUP_ITEMS`] items) into one script call, with at most [`IN_FLIGHT`] calls running:
+//! batches that arrive while a call is in flight share the next one. Under concurrent
+//! ingest this saves the per-call work (the `EVALSHA` round trip, script set-up, fence,
+//! last round, and the rollup `HMGET`/`HSET`, which are shared by the group); a lone
+//! request still makes one call at once. A request that gave up (its future dropped, e.g.
+//! by the request timeout) before its group was sent is left out of it. A failing call
+//! (Redis down, too slow) fails every batch of its group with the same error.
+//!
+//! KEYS: rec, time, legacy_seq, rollup, leaders, clusters, roundidx, roundidx_state,
+//! rollidx per level, then per batch its cluster's fence and last_round.
+//! ARGV: nlevels, steps..., nbatches, then per batch: cluster id, nitems, then per item:
+//! kind ("r"/"l"), round (20 digits), value, fencing (20 digits), taken_at_ms, samples,
+//! json, leader (node round members are `r:<round>` for `default`, `r:<round>:<cluster>`
 //! otherwise, as `keys::round_member` builds them).
-//! Returns a flat array: status per item, and for legacy items the assigned member.
+//! Returns a flat array: per batch in order, status per item, and for stored items the
+//! member (empty otherwise).
 //!
 //! Cost: a single new round appended after the newest is about 14 Redis calls (fence,
 //! duplicate check, record, time index, round index and its two neighbour reads, one
 //! `HMGET` and one `HSET` for all five rollup levels, last round); a batch adds per item
-//! its record, time, round-index and neighbour calls, and shares the rest. A back-dated
-//! round costs the same plus the re-evaluation of its successor's leader change, however
-//! many legacy points lie around it.
+//! its record, time, round-index and neighbour calls, and shares the rest with the other
+//! batches of its group. A back-dated round costs the same plus the re-evaluation of its
+//! successor's leader change, however many legacy points lie around it.
 
-use super::keys::pad;
+use std::sync::Arc;
+
+use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::keys::{pad, Keys};
 use super::planner::ROLLUP_STEPS_MS;
-use super::{Average, ClusterId, IngestResult, IngestStatus, NewPoint, Store, StoreError};
+use super::{Average, ClusterId, IngestResult, IngestStatus, NewPoint, Scripts, Store, StoreError};
+use crate::metrics::LatencyHistogram;
 
 /// The ingest script (see the module doc for its keys and arguments).
 pub(super) const INGEST_LUA: &str = include_str!("lua/ingest.lua");
+
+/// Batches waiting for the writer; a full queue makes [`Store::ingest`] wait (its request
+/// timeout still applies).
+pub(super) const QUEUE: usize = 1024;
+/// At most this many batches share one script call.
+pub(super) const GROUP_BATCHES: usize = 64;
+/// A group takes no further batch once it holds this many items (a larger batch goes
+/// alone), which bounds the Redis time of one call.
+pub(super) const GROUP_ITEMS: usize = 256;
+/// Script calls of one store running at the same time.
+pub(super) const IN_FLIGHT: usize = 2;
+
+/// Items per ingest item in ARGV (see the module doc).
+const ITEM_ARGS: usize = 8;
+
+/// One batch waiting for the writer: its script arguments, built by the caller.
+pub(super) struct Job {
+    fence_key: String,
+    last_key: String,
+    /// cluster id, nitems, then [`ITEM_ARGS`] per item.
+    args: Vec<String>,
+    items: usize,
+    rounds: Vec<u64>,
+    reply: oneshot::Sender<Result<Vec<IngestResult>, StoreError>>,
+}
+
+/// What the writer task needs of the store (not the store itself: the writer ends when
+/// the last store handle, and with it the queue's sender, is dropped).
+pub(super) struct Writer {
+    pub(super) conn: ConnectionManager,
+    pub(super) keys: Arc<Keys>,
+    pub(super) scripts: Arc<Scripts>,
+    pub(super) latency: Arc<LatencyHistogram>,
+}
 
 impl Store {
     /// Stores points atomically: every node round is checked (duplicate / conflicting value
     /// / stale fencing token, within its cluster) and, unless one item is rejected, all new
     /// items are written together with their rollups. Legacy points are always stored (in
     /// the default cluster). Fails with [`StoreError::InvalidArgument`] when the node rounds
-    /// of one call belong to different clusters (callers validate that first).
+    /// of one call belong to different clusters (callers validate that first). Concurrent
+    /// calls may share one script call (see the module doc); the answer is the same.
     pub async fn ingest(&self, points: &[NewPoint]) -> Result<Vec<IngestResult>, StoreError> {
+        let (job, answer) = self.job(points)?;
+        let queue = self.ingest_queue.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(run_writer(self.writer(), rx));
+            tx
+        });
+        queue.send(job).await.map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    fn writer(&self) -> Writer {
+        Writer {
+            conn: self.conn.clone(),
+            keys: self.keys.clone(),
+            scripts: self.scripts.clone(),
+            latency: self.latency.clone(),
+        }
+    }
+
+    /// The script arguments of one batch, and where its answer will arrive.
+    #[allow(clippy::type_complexity)]
+    fn job(
+        &self,
+        points: &[NewPoint],
+    ) -> Result<
+        (
+            Job,
+            oneshot::Receiver<Result<Vec<IngestResult>, StoreError>>,
+        ),
+        StoreError,
+    > {
         let k = &self.keys;
         let mut clusters = points.iter().filter_map(|p| match p {
             NewPoint::Round(a) => Some(&a.cluster),
@@ -44,38 +133,26 @@ impl Store {
                 "the rounds of one batch must belong to one cluster".into(),
             ));
         }
-        let mut inv = self.scripts.ingest.prepare_invoke();
-        inv.key(&k.rec)
-            .key(&k.time)
-            .key(k.fence(cluster))
-            .key(k.last_round(cluster))
-            .key(&k.legacy_seq)
-            .key(&k.rollup)
-            .key(&k.leaders)
-            .key(&k.clusters)
-            .key(&k.roundidx)
-            .key(&k.roundidx_state);
-        for idx in &k.rollidx {
-            inv.key(idx);
-        }
-        inv.arg(ROLLUP_STEPS_MS.len());
-        for step in ROLLUP_STEPS_MS {
-            inv.arg(step);
-        }
-        inv.arg(points.len());
+        let mut args = Vec::with_capacity(2 + points.len() * ITEM_ARGS);
+        args.push(cluster.as_str().to_string());
+        args.push(points.len().to_string());
+        let mut rounds = Vec::with_capacity(points.len());
         for p in points {
             match p {
                 NewPoint::Round(a) => {
                     let json = serde_json::to_string(a)
                         .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
-                    inv.arg("r")
-                        .arg(pad(a.round))
-                        .arg(a.value.to_string())
-                        .arg(pad(a.fencing))
-                        .arg(a.taken_at_ms)
-                        .arg(a.samples)
-                        .arg(json)
-                        .arg(&a.leader);
+                    args.extend([
+                        "r".to_string(),
+                        pad(a.round),
+                        a.value.to_string(),
+                        pad(a.fencing),
+                        a.taken_at_ms.to_string(),
+                        a.samples.to_string(),
+                        json,
+                        a.leader.clone(),
+                    ]);
+                    rounds.push(a.round);
                 }
                 NewPoint::Legacy {
                     value,
@@ -94,45 +171,161 @@ impl Store {
                     };
                     let json = serde_json::to_string(&a)
                         .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
-                    inv.arg("l")
-                        .arg("")
-                        .arg(value.to_string())
-                        .arg("")
-                        .arg(taken_at_ms)
-                        .arg(1)
-                        .arg(json)
-                        .arg("");
+                    args.extend([
+                        "l".to_string(),
+                        String::new(),
+                        value.to_string(),
+                        String::new(),
+                        taken_at_ms.to_string(),
+                        "1".to_string(),
+                        json,
+                        String::new(),
+                    ]);
+                    rounds.push(0);
                 }
             }
         }
-        inv.arg(cluster.as_str());
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            fence_key: k.fence(cluster),
+            last_key: k.last_round(cluster),
+            args,
+            items: points.len(),
+            rounds,
+            reply,
+        };
+        Ok((job, answer))
+    }
+}
+
+/// The error of a batch whose writer is gone (its runtime is shutting down).
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable(redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "ingest writer stopped",
+    )))
+}
+
+/// The writer task: groups queued batches into script calls until every sender is gone.
+async fn run_writer(writer: Writer, mut rx: mpsc::Receiver<Job>) {
+    let writer = Arc::new(writer);
+    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut items = first.items;
+        let mut group = vec![first];
+        while group.len() < GROUP_BATCHES && items < GROUP_ITEMS {
+            match rx.try_recv() {
+                Ok(job) => {
+                    items += job.items;
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        // Requests that gave up before their group was sent are not applied, as without
+        // grouping.
+        group.retain(|job| !job.reply.is_closed());
+        if group.is_empty() {
+            continue;
+        }
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            writer.commit(group).await;
+        });
+    }
+}
+
+impl Writer {
+    /// Runs one script call for `group` and answers each batch.
+    async fn commit(&self, group: Vec<Job>) {
+        match self.invoke(&group).await {
+            Ok(flat) => {
+                let mut rest = flat.as_slice();
+                for job in group {
+                    let (mine, tail) = rest.split_at(job.items * 2);
+                    rest = tail;
+                    let answer = parse(&job.rounds, mine);
+                    // The requester may have given up meanwhile; nothing to do then.
+                    let _ = job.reply.send(answer);
+                }
+            }
+            Err(e) => {
+                for job in group {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    async fn invoke(&self, group: &[Job]) -> Result<Vec<String>, StoreError> {
+        let k = &self.keys;
+        let mut inv = self.scripts.ingest.prepare_invoke();
+        inv.key(&k.rec)
+            .key(&k.time)
+            .key(&k.legacy_seq)
+            .key(&k.rollup)
+            .key(&k.leaders)
+            .key(&k.clusters)
+            .key(&k.roundidx)
+            .key(&k.roundidx_state);
+        for idx in &k.rollidx {
+            inv.key(idx);
+        }
+        for job in group {
+            inv.key(&job.fence_key).key(&job.last_key);
+        }
+        inv.arg(ROLLUP_STEPS_MS.len());
+        for step in ROLLUP_STEPS_MS {
+            inv.arg(step);
+        }
+        inv.arg(group.len());
+        for job in group {
+            for a in &job.args {
+                inv.arg(a);
+            }
+        }
         let mut conn = self.conn.clone();
-        let flat: Vec<String> = self.timed(inv.invoke_async(&mut conn)).await?;
-        if flat.len() != points.len() * 2 {
+        let start = std::time::Instant::now();
+        let result: redis::RedisResult<Vec<String>> = inv.invoke_async(&mut conn).await;
+        self.latency.observe(start.elapsed());
+        let flat = result.map_err(StoreError::from)?;
+        let expected: usize = group.iter().map(|j| j.items * 2).sum();
+        if flat.len() != expected {
             return Err(StoreError::Corrupt(format!(
                 "ingest script returned {} fields for {} items",
                 flat.len(),
-                points.len()
+                expected / 2
             )));
         }
-        points
-            .iter()
-            .zip(flat.chunks(2))
-            .map(|(p, pair)| {
-                let status = match pair[0].as_str() {
-                    "stored" => IngestStatus::Stored,
-                    "duplicate" => IngestStatus::Duplicate,
-                    "conflict" => IngestStatus::Conflict,
-                    "stale_leader" => IngestStatus::StaleLeader,
-                    "not_applied" => IngestStatus::NotApplied,
-                    other => return Err(StoreError::Corrupt(format!("ingest status {other:?}"))),
-                };
-                let round = match p {
-                    NewPoint::Round(a) => a.round,
-                    NewPoint::Legacy { .. } => 0,
-                };
-                Ok(IngestResult { round, status })
-            })
-            .collect()
+        Ok(flat)
     }
+}
+
+/// One batch's part of the script's answer.
+fn parse(rounds: &[u64], flat: &[String]) -> Result<Vec<IngestResult>, StoreError> {
+    rounds
+        .iter()
+        .zip(flat.chunks(2))
+        .map(|(round, pair)| {
+            let status = match pair[0].as_str() {
+                "stored" => IngestStatus::Stored,
+                "duplicate" => IngestStatus::Duplicate,
+                "conflict" => IngestStatus::Conflict,
+                "stale_leader" => IngestStatus::StaleLeader,
+                "not_applied" => IngestStatus::NotApplied,
+                other => return Err(StoreError::Corrupt(format!("ingest status {other:?}"))),
+            };
+            Ok(IngestResult {
+                round: *round,
+                status,
+            })
+        })
+        .collect()
 }

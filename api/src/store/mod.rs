@@ -82,7 +82,7 @@
 //! |---|---|
 //! | [`model`] | the values stored and returned |
 //! | `keys` | key names and point members |
-//! | `ingest` (+ `lua/ingest.lua`) | atomic, idempotent, fenced batch ingest |
+//! | `ingest` (+ `lua/ingest.lua`) | atomic, idempotent, fenced batch ingest; group commit of concurrent batches into one script call |
 //! | `page` (+ `lua/page.lua`) | points by round, counts, cursor pages |
 //! | [`planner`] | the query planner: rollup levels, every read limit, rollups or raw points |
 //! | `rollup` (+ `lua/rollup_range.lua`) | reading rollups, executing plans: [`Store::series`] |
@@ -172,6 +172,8 @@ pub struct Store {
     keys: Arc<Keys>,
     scripts: Arc<Scripts>,
     latency: Arc<LatencyHistogram>,
+    /// The group-commit writer's queue (see `ingest`), started by the first ingest.
+    ingest_queue: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<ingest::Job>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -206,6 +208,7 @@ impl Store {
                 trim_rollups: script(retention::TRIM_ROLLUPS_LUA),
             }),
             latency: Arc::new(LatencyHistogram::default()),
+            ingest_queue: Arc::default(),
         })
     }
 

@@ -1,54 +1,27 @@
--- Check-and-store of a batch (see store/ingest.rs for KEYS and ARGV).
+-- Check-and-store of a group of independent batches (see store/ingest.rs for KEYS and
+-- ARGV). Each batch is checked and, unless one of its items is rejected, written before
+-- the next batch is checked: the group answers exactly what the batches would have
+-- answered one call each, in this order. A refused batch writes nothing and does not
+-- affect its neighbours.
 local nlevels = tonumber(ARGV[1])
 local steps = {}
 for i = 1, nlevels do steps[i] = tonumber(ARGV[1 + i]) end
-local base = 2 + nlevels
-local nitems = tonumber(ARGV[base])
-local REC, TIME, FENCE, LAST, SEQ, ROLLUP, LK, CLUSTERS, IDX, IDXSTATE =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local fence0 = redis.call('GET', FENCE) or '00000000000000000000'
-local fence = fence0
-local statuses = {}
-local pending = {}
-local rejected = false
+local nbatches = tonumber(ARGV[2 + nlevels])
+local REC, TIME, SEQ, ROLLUP, LK, CLUSTERS, IDX, IDXSTATE =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local NSHARED = 8 + nlevels
 local W = 8
-local cluster = ARGV[base + nitems * W + 1]
-local suffix = ''
-if cluster ~= 'default' then suffix = ':' .. cluster end
-for i = 0, nitems - 1 do
-  local o = base + i * W
-  local kind = ARGV[o + 1]
-  if kind == 'r' then
-    local member = 'r:' .. ARGV[o + 2] .. suffix
-    local value = tonumber(ARGV[o + 3])
-    local fencing = ARGV[o + 4]
-    local prev = pending[member]
-    if prev == nil then
-      local stored = redis.call('HGET', REC, member)
-      if stored then prev = cjson.decode(stored).value end
-    end
-    if prev ~= nil then
-      if prev == value then statuses[i + 1] = 'duplicate' else statuses[i + 1] = 'conflict'; rejected = true end
-    elseif fencing < fence then
-      statuses[i + 1] = 'stale_leader'; rejected = true
-    else
-      statuses[i + 1] = 'stored'
-      pending[member] = value
-      fence = fencing
-    end
-  else
-    statuses[i + 1] = 'stored'
+
+-- Per-cluster fence and last round, read once per call and written once at its end.
+local fence_was, fence_now, last_was, last_top, last_cluster = {}, {}, {}, {}, {}
+local function fence_of(key)
+  local f = fence_now[key]
+  if f == nil then
+    f = redis.call('GET', key) or '00000000000000000000'
+    fence_was[key] = f
+    fence_now[key] = f
   end
-end
-local out = {}
-if rejected then
-  for i = 1, nitems do
-    local s = statuses[i]
-    if s == 'stored' then s = 'not_applied' end
-    out[#out + 1] = s
-    out[#out + 1] = ''
-  end
-  return out
+  return f
 end
 
 -- One-time migration of a deployment from before P:roundidx (in-script, incremental):
@@ -57,42 +30,46 @@ end
 -- by rank from the newest never skips a point: new points only shift ranks up (a point is
 -- then indexed twice, harmlessly: the entry is the same text) and retention removes the
 -- oldest. Until the index is complete, neighbours are found by the old scan of P:time.
-local BACKFILL = 1000
-local state = redis.call('GET', IDXSTATE)
-if state ~= 'ready' then
-  local from = tonumber(state or '0')
-  local got = redis.call('ZREVRANGE', TIME, from, from + BACKFILL - 1, 'WITHSCORES')
-  local members, scores = {}, {}
-  for i = 1, #got, 2 do
-    if string.sub(got[i], 1, 2) == 'r:' then
-      members[#members + 1] = got[i]
-      scores[#scores + 1] = tonumber(got[i + 1])
-    end
-  end
-  for c = 1, #members, 1000 do
-    local last = math.min(c + 999, #members)
-    local recs = redis.call('HMGET', REC, unpack(members, c, last))
-    for i = c, last do
-      local j = recs[i - c + 1]
-      if j then
-        local a = cjson.decode(j)
-        local f = string.match(j, '"fencing":(%d+)') or '0'
-        f = string.rep('0', 20 - #f) .. f
-        redis.call('ZADD', IDX, 0, enc(scores[i]) .. ' ' .. members[i] .. ' ' .. f .. ' ' .. a.leader)
+local indexed = nil
+local function ensure_index()
+  if indexed ~= nil then return end
+  local BACKFILL = 1000
+  local state = redis.call('GET', IDXSTATE)
+  if state ~= 'ready' then
+    local from = tonumber(state or '0')
+    local got = redis.call('ZREVRANGE', TIME, from, from + BACKFILL - 1, 'WITHSCORES')
+    local members, scores = {}, {}
+    for i = 1, #got, 2 do
+      if string.sub(got[i], 1, 2) == 'r:' then
+        members[#members + 1] = got[i]
+        scores[#scores + 1] = tonumber(got[i + 1])
       end
     end
+    for c = 1, #members, 1000 do
+      local last = math.min(c + 999, #members)
+      local recs = redis.call('HMGET', REC, unpack(members, c, last))
+      for i = c, last do
+        local j = recs[i - c + 1]
+        if j then
+          local a = cjson.decode(j)
+          local f = string.match(j, '"fencing":(%d+)') or '0'
+          f = string.rep('0', 20 - #f) .. f
+          redis.call('ZADD', IDX, 0, enc(scores[i]) .. ' ' .. members[i] .. ' ' .. f .. ' ' .. a.leader)
+        end
+      end
+    end
+    if #got < BACKFILL * 2 then
+      redis.call('SET', IDXSTATE, 'ready')
+      state = 'ready'
+    else
+      redis.call('SET', IDXSTATE, from + BACKFILL)
+    end
   end
-  if #got < BACKFILL * 2 then
-    redis.call('SET', IDXSTATE, 'ready')
-    state = 'ready'
-  else
-    redis.call('SET', IDXSTATE, from + BACKFILL)
-  end
+  indexed = state == 'ready'
 end
-local indexed = state == 'ready'
 
 -- Rollups: every item's contribution is merged here first, then each touched bucket is
--- read once (HMGET) and written once (HSET) for the whole batch.
+-- read once (HMGET) and written once (HSET) for the whole call (every batch of the group).
 local roll, touched = {}, {}
 local function add_roll(ms, value, samples)
   for level = 1, nlevels do
@@ -132,7 +109,7 @@ local function flush_rolls()
         a[7] = a[7] + t[7]
       else
         -- A bucket new to P:rollup (it may exist in the pre-upgrade P:roll:<step>).
-        redis.call('ZADD', KEYS[10 + a[8]], a[9], num(a[9]))
+        redis.call('ZADD', KEYS[8 + a[8]], a[9], num(a[9]))
       end
       args[#args + 1] = field
       args[#args + 1] = num(a[1]) .. ' ' .. num(a[2]) .. ' ' .. num(a[3]) .. ' ' .. num(a[4]) .. ' ' .. num(a[5]) .. ' ' .. num(a[6]) .. ' ' .. num(a[7])
@@ -208,33 +185,94 @@ local function track_leader(member, ms, leader, fencing)
   redis.call('ZADD', IDX, 0, enc(ms) .. ' ' .. member .. ' ' .. fencing .. ' ' .. leader)
 end
 
-local top_round = nil
-for i = 0, nitems - 1 do
-  local o = base + i * W
-  local kind = ARGV[o + 1]
-  local member = ''
-  if statuses[i + 1] == 'stored' then
-    if kind == 'r' then
-      member = 'r:' .. ARGV[o + 2] .. suffix
-      if (not top_round) or ARGV[o + 2] > top_round then top_round = ARGV[o + 2] end
+
+local out = {}
+local arg = 3 + nlevels
+for b = 1, nbatches do
+  local FENCE, LAST = KEYS[NSHARED + 2 * b - 1], KEYS[NSHARED + 2 * b]
+  local cluster = ARGV[arg]
+  local nitems = tonumber(ARGV[arg + 1])
+  local base = arg + 1
+  arg = arg + 2 + nitems * W
+  local suffix = ''
+  if cluster ~= 'default' then suffix = ':' .. cluster end
+  local fence = fence_of(FENCE)
+  local statuses = {}
+  local pending = {}
+  local rejected = false
+  for i = 0, nitems - 1 do
+    local o = base + i * W
+    if ARGV[o + 1] == 'r' then
+      local member = 'r:' .. ARGV[o + 2] .. suffix
+      local value = tonumber(ARGV[o + 3])
+      local fencing = ARGV[o + 4]
+      local prev = pending[member]
+      if prev == nil then
+        local stored = redis.call('HGET', REC, member)
+        if stored then prev = cjson.decode(stored).value end
+      end
+      if prev ~= nil then
+        if prev == value then statuses[i + 1] = 'duplicate' else statuses[i + 1] = 'conflict'; rejected = true end
+      elseif fencing < fence then
+        statuses[i + 1] = 'stale_leader'; rejected = true
+      else
+        statuses[i + 1] = 'stored'
+        pending[member] = value
+        fence = fencing
+      end
     else
-      member = 'l:' .. string.format('%020d', redis.call('INCR', SEQ))
+      statuses[i + 1] = 'stored'
     end
-    local ms = tonumber(ARGV[o + 5])
-    redis.call('HSET', REC, member, ARGV[o + 7])
-    redis.call('ZADD', TIME, ms, member)
-    add_roll(ms, tonumber(ARGV[o + 3]), tonumber(ARGV[o + 6]))
-    if kind == 'r' then track_leader(member, ms, ARGV[o + 8], ARGV[o + 4]) end
   end
-  out[#out + 1] = statuses[i + 1]
-  out[#out + 1] = member
+  if rejected then
+    for i = 1, nitems do
+      local s = statuses[i]
+      if s == 'stored' then s = 'not_applied' end
+      out[#out + 1] = s
+      out[#out + 1] = ''
+    end
+  else
+    ensure_index()
+    local top_round = nil
+    for i = 0, nitems - 1 do
+      local o = base + i * W
+      local kind = ARGV[o + 1]
+      local member = ''
+      if statuses[i + 1] == 'stored' then
+        if kind == 'r' then
+          member = 'r:' .. ARGV[o + 2] .. suffix
+          if (not top_round) or ARGV[o + 2] > top_round then top_round = ARGV[o + 2] end
+        else
+          member = 'l:' .. string.format('%020d', redis.call('INCR', SEQ))
+        end
+        local ms = tonumber(ARGV[o + 5])
+        redis.call('HSET', REC, member, ARGV[o + 7])
+        redis.call('ZADD', TIME, ms, member)
+        add_roll(ms, tonumber(ARGV[o + 3]), tonumber(ARGV[o + 6]))
+        if kind == 'r' then track_leader(member, ms, ARGV[o + 8], ARGV[o + 4]) end
+      end
+      out[#out + 1] = statuses[i + 1]
+      out[#out + 1] = member
+    end
+    fence_now[FENCE] = fence
+    if top_round then
+      if last_was[LAST] == nil then
+        last_was[LAST] = redis.call('GET', LAST) or false
+        last_top[LAST] = last_was[LAST]
+        last_cluster[LAST] = cluster
+      end
+      if (not last_top[LAST]) or top_round > last_top[LAST] then last_top[LAST] = top_round end
+    end
+  end
 end
 flush_rolls()
-if fence ~= fence0 then redis.call('SET', FENCE, fence) end
-if top_round then
-  local lr = redis.call('GET', LAST)
-  if (not lr) or top_round > lr then redis.call('SET', LAST, top_round) end
+for key, f in pairs(fence_now) do
+  if f ~= fence_was[key] then redis.call('SET', key, f) end
+end
+for key, was in pairs(last_was) do
+  local top = last_top[key]
+  if top ~= was then redis.call('SET', key, top) end
   -- The cluster was registered together with its first last_round.
-  if not lr then redis.call('SADD', CLUSTERS, cluster) end
+  if not was then redis.call('SADD', CLUSTERS, last_cluster[key]) end
 end
 return out
