@@ -131,9 +131,11 @@ pub enum Phase {
     /// `/barrier` is up and every live sensor has read: the leader closes it at the end
     /// of the sampling period.
     Committing,
-    /// No barrier; committed rounds wait in the outbox for the API.
+    /// No barrier (no leader is running rounds: each commit raises the next round's
+    /// barrier in the same transaction, so a running fleet is always collecting or
+    /// committing); committed rounds still wait in the outbox for the API.
     Delivering,
-    /// No barrier, nothing to deliver (between rounds, or no leader).
+    /// No barrier, nothing to deliver (no leader, or rounds stopped).
     Idle,
 }
 
