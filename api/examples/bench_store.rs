@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use sensor_api::store::{Average, NewPoint, Store, StoreConfig};
+use sensor_api::store::{Average, NewPoint, RoundResult, Store, StoreConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -36,14 +36,16 @@ async fn main() -> anyhow::Result<()> {
             let batch: Vec<NewPoint> = (round..(round + 400).min(points + 1))
                 .map(|r| {
                     NewPoint::Round(Average {
-                        round: r,
-                        value: 20.0 + ((r as f64) / 500.0).sin() * 5.0,
-                        samples: 3,
-                        leader: format!("node-{}", r / 100_000),
-                        fencing: 1 + r / 100_000,
-                        taken_at: String::new(),
+                        result: RoundResult {
+                            round: r,
+                            value: 20.0 + ((r as f64) / 500.0).sin() * 5.0,
+                            samples: 3,
+                            leader: format!("node-{}", r / 100_000),
+                            fencing: 1 + r / 100_000,
+                            taken_at: String::new(),
+                            cluster: Default::default(),
+                        },
                         taken_at_ms: base_ms + r as i64 * 1000,
-                        cluster: Default::default(),
                     })
                 })
                 .collect();
@@ -117,13 +119,11 @@ async fn main() -> anyhow::Result<()> {
         "newest page (50) in {:.2} ms",
         t.elapsed().as_secs_f64() * 1e3
     );
-    let mid = Average {
-        round: points / 2,
-        ..page[0].average.clone()
-    };
+    let mut mid = page[0].average.clone();
+    mid.result.round = points / 2;
     let cursor = sensor_api::store::Cursor {
-        ms: base_ms + mid.round as i64 * 1000,
-        member: format!("r:{:020}", mid.round),
+        ms: base_ms + mid.result.round as i64 * 1000,
+        member: format!("r:{:020}", mid.result.round),
     };
     let t = Instant::now();
     let _ = store

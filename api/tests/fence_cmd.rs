@@ -5,7 +5,9 @@ mod support;
 
 use std::process::{Command, Output};
 
-use sensor_api::store::{Average, ClusterId, IngestStatus, NewPoint, Store, StoreConfig};
+use sensor_api::store::{
+    Average, ClusterId, IngestStatus, NewPoint, RoundResult, Store, StoreConfig,
+};
 
 fn fence_cmd(redis_url: &str, prefix: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sensor-api"))
@@ -24,14 +26,16 @@ fn stdout(o: &Output) -> String {
 
 fn round(round: u64, fencing: u64, cluster: &ClusterId) -> NewPoint {
     NewPoint::Round(Average {
-        round,
-        value: 20.0 + round as f64,
-        samples: 3,
-        leader: "n1".into(),
-        fencing,
-        taken_at: "2026-01-01T00:00:00Z".into(),
+        result: RoundResult {
+            round,
+            value: 20.0 + round as f64,
+            samples: 3,
+            leader: "n1".into(),
+            fencing,
+            taken_at: "2026-01-01T00:00:00Z".into(),
+            cluster: cluster.clone(),
+        },
         taken_at_ms: 1_767_225_600_000 + round as i64,
-        cluster: cluster.clone(),
     })
 }
 

@@ -91,15 +91,15 @@ fn expected_buckets(data: &[Average], first: i64, width: i64, n: usize) -> Vec<E
         }
         let e = &mut out[i as usize];
         if e.count == 0 {
-            e.min = a.value;
-            e.max = a.value;
+            e.min = a.result.value;
+            e.max = a.result.value;
         }
         e.count += 1;
-        e.sum += a.value;
-        e.min = e.min.min(a.value);
-        e.max = e.max.max(a.value);
-        e.last = a.value;
-        e.samples += u64::from(a.samples);
+        e.sum += a.result.value;
+        e.min = e.min.min(a.result.value);
+        e.max = e.max.max(a.result.value);
+        e.last = a.result.value;
+        e.samples += u64::from(a.result.samples);
     }
     out
 }

@@ -5,19 +5,23 @@ mod support;
 
 use futures::FutureExt;
 use redis::AsyncCommands;
-use sensor_api::store::{Average, ClusterId, IngestResult, IngestStatus, NewPoint, Store};
+use sensor_api::store::{
+    Average, ClusterId, IngestResult, IngestStatus, NewPoint, RoundResult, Store,
+};
 
 fn round(n: u64, value: f64, fencing: u64, leader: &str, cluster: &ClusterId) -> NewPoint {
     let ms = 1_767_225_600_000 + n as i64 * 1_000;
     NewPoint::Round(Average {
-        round: n,
-        value,
-        samples: 3,
-        leader: leader.to_string(),
-        fencing,
-        taken_at: format!("2026-01-01T00:{:02}:{:02}Z", (n / 60) % 60, n % 60),
+        result: RoundResult {
+            round: n,
+            value,
+            samples: 3,
+            leader: leader.to_string(),
+            fencing,
+            taken_at: format!("2026-01-01T00:{:02}:{:02}Z", (n / 60) % 60, n % 60),
+            cluster: cluster.clone(),
+        },
         taken_at_ms: ms,
-        cluster: cluster.clone(),
     })
 }
 

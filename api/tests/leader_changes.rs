@@ -187,17 +187,17 @@ impl Lcg {
 /// legacy points ignored.
 fn oracle(stored: &[Average]) -> Vec<(i64, u64, u64, String, String)> {
     let mut rounds: Vec<&Average> = stored.iter().collect();
-    rounds.sort_by_key(|a| (a.taken_at_ms, a.round));
+    rounds.sort_by_key(|a| (a.taken_at_ms, a.result.round));
     rounds
         .windows(2)
-        .filter(|w| w[0].leader != w[1].leader)
+        .filter(|w| w[0].result.leader != w[1].result.leader)
         .map(|w| {
             change(
                 w[1].taken_at_ms,
-                w[1].round,
-                w[1].fencing,
-                &w[0].leader,
-                &w[1].leader,
+                w[1].result.round,
+                w[1].result.fencing,
+                &w[0].result.leader,
+                &w[1].result.leader,
             )
         })
         .collect()

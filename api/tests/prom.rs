@@ -194,7 +194,7 @@ fn mean_before(data: &[Average], t: i64, step: i64) -> Option<f64> {
     let inside: Vec<f64> = data
         .iter()
         .filter(|a| a.taken_at_ms >= t - step && a.taken_at_ms < t)
-        .map(|a| a.value)
+        .map(|a| a.result.value)
         .collect();
     (!inside.is_empty()).then(|| inside.iter().sum::<f64>() / inside.len() as f64)
 }

@@ -4,7 +4,7 @@
 mod support;
 
 use sensor_api::retention::{enforce_once, RetentionPolicy};
-use sensor_api::store::{Average, Bucket, NewPoint, Store};
+use sensor_api::store::{Average, Bucket, NewPoint, RoundResult, Store};
 use serde_json::json;
 use std::time::Duration;
 use support::{avg_at, TestApp};
@@ -14,16 +14,18 @@ const BASE_MS: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 fn average(round: u64, value: f64, ms: i64, leader: &str) -> Average {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
     Average {
-        round,
-        value,
-        samples: (round % 5 + 1) as u32,
-        leader: leader.to_string(),
-        fencing: 1,
-        taken_at: t
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap(),
+        result: RoundResult {
+            round,
+            value,
+            samples: (round % 5 + 1) as u32,
+            leader: leader.to_string(),
+            fencing: 1,
+            taken_at: t
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap(),
+            cluster: Default::default(),
+        },
         taken_at_ms: ms,
-        cluster: Default::default(),
     }
 }
 
@@ -59,20 +61,20 @@ fn naive(points: &[Average], from: i64, to: i64, width: i64) -> Vec<Bucket> {
         match out.last_mut() {
             Some(b) if b.start_ms == start => {
                 b.count += 1;
-                b.sum += a.value;
-                b.min = b.min.min(a.value);
-                b.max = b.max.max(a.value);
-                b.last = a.value;
-                b.samples_sum += u64::from(a.samples);
+                b.sum += a.result.value;
+                b.min = b.min.min(a.result.value);
+                b.max = b.max.max(a.result.value);
+                b.last = a.result.value;
+                b.samples_sum += u64::from(a.result.samples);
             }
             _ => out.push(Bucket {
                 start_ms: start,
                 count: 1,
-                sum: a.value,
-                min: a.value,
-                max: a.value,
-                last: a.value,
-                samples_sum: u64::from(a.samples),
+                sum: a.result.value,
+                min: a.result.value,
+                max: a.result.value,
+                last: a.result.value,
+                samples_sum: u64::from(a.result.samples),
             }),
         }
     }
@@ -169,9 +171,15 @@ async fn buckets_from_rollups_equal_naive_aggregation() {
             .filter(|a| a.taken_at_ms >= from && a.taken_at_ms <= to)
             .collect();
         assert_eq!(s.count, inside.len() as u64);
-        let min = inside.iter().map(|a| a.value).fold(f64::MAX, f64::min);
-        let max = inside.iter().map(|a| a.value).fold(f64::MIN, f64::max);
-        let mean = inside.iter().map(|a| a.value).sum::<f64>() / inside.len() as f64;
+        let min = inside
+            .iter()
+            .map(|a| a.result.value)
+            .fold(f64::MAX, f64::min);
+        let max = inside
+            .iter()
+            .map(|a| a.result.value)
+            .fold(f64::MIN, f64::max);
+        let mean = inside.iter().map(|a| a.result.value).sum::<f64>() / inside.len() as f64;
         assert_eq!(s.min, Some(min));
         assert_eq!(s.max, Some(max));
         assert!((s.mean.unwrap() - mean).abs() < 1e-9);
@@ -343,7 +351,7 @@ async fn retention_by_count_and_age() {
         .await
         .unwrap()
         .iter()
-        .map(|a| a.round)
+        .map(|a| a.result.round)
         .collect();
     assert_eq!(left, vec![26, 27, 28, 29, 30]);
     assert_eq!(

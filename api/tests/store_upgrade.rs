@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use sensor_api::store::{Average, IngestStatus, NewPoint, Store, StoreConfig, ROLLUP_STEPS_MS};
+use sensor_api::store::{
+    Average, IngestStatus, NewPoint, RoundResult, Store, StoreConfig, ROLLUP_STEPS_MS,
+};
 
 /// 2026-01-01T00:00:00Z.
 const T0: i64 = 1_767_225_600_000;
@@ -14,14 +16,16 @@ const HOUR: i64 = 3_600_000;
 
 fn average(round: u64, ms: i64, value: f64, leader: &str, fencing: u64) -> Average {
     Average {
-        round,
-        value,
-        samples: 3,
-        leader: leader.to_string(),
-        fencing,
-        taken_at: String::new(),
+        result: RoundResult {
+            round,
+            value,
+            samples: 3,
+            leader: leader.to_string(),
+            fencing,
+            taken_at: String::new(),
+            cluster: Default::default(),
+        },
         taken_at_ms: ms,
-        cluster: Default::default(),
     }
 }
 
@@ -43,15 +47,15 @@ async fn ingest_v1(conn: &mut redis::aio::MultiplexedConnection, p: &str, items:
     }
     inv.arg(items.len());
     for a in items {
-        let legacy = a.round == 0;
+        let legacy = a.result.round == 0;
         inv.arg(if legacy { "l" } else { "r" })
-            .arg(format!("{:020}", a.round))
-            .arg(a.value.to_string())
-            .arg(format!("{:020}", a.fencing))
+            .arg(format!("{:020}", a.result.round))
+            .arg(a.result.value.to_string())
+            .arg(format!("{:020}", a.result.fencing))
             .arg(a.taken_at_ms)
-            .arg(a.samples)
+            .arg(a.result.samples)
             .arg(serde_json::to_string(a).expect("json"))
-            .arg(&a.leader);
+            .arg(&a.result.leader);
     }
     inv.arg("default");
     let out: Vec<String> = inv.invoke_async(conn).await.expect("v1 ingest");

@@ -100,8 +100,8 @@ async fn instant_value(store: &Store, metric: Metric, t_ms: i64) -> Result<Optio
                 .page_desc(t_ms - LOOKBACK_MS + 1, t_ms, None, 1)
                 .await?;
             latest.first().map(|p| match metric {
-                Metric::Samples => f64::from(p.average.samples),
-                _ => p.average.value,
+                Metric::Samples => f64::from(p.average.result.samples),
+                _ => p.average.result.value,
             })
         }
     })

@@ -76,20 +76,20 @@ pub async fn list(
 pub fn to_csv(items: &[Average]) -> String {
     let mut out = String::from("round,value,samples,leader,fencing,taken_at,taken_at_ms,cluster\n");
     for a in items {
-        let mut leader = a.leader.clone();
+        let mut leader = a.result.leader.clone();
         if leader.starts_with(['=', '+', '-', '@', '\t', '\r']) {
             leader.insert(0, '\'');
         }
         out.push_str(&format!(
             "{},{},{},\"{}\",{},\"{}\",{},{}\n",
-            a.round,
-            a.value,
-            a.samples,
+            a.result.round,
+            a.result.value,
+            a.result.samples,
             leader.replace('"', "\"\""),
-            a.fencing,
-            a.taken_at.replace('"', "\"\""),
+            a.result.fencing,
+            a.result.taken_at.replace('"', "\"\""),
             a.taken_at_ms,
-            a.cluster
+            a.result.cluster
         ));
     }
     out

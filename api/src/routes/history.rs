@@ -133,7 +133,10 @@ pub fn chart(points: &[Positioned]) -> Option<Chart> {
     let asc: Vec<&Positioned> = points.iter().rev().collect();
     let (t0, t1) = (asc[0].cursor.ms, asc[asc.len() - 1].cursor.ms);
     let (mut lo, mut hi) = asc.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
-        (lo.min(p.average.value), hi.max(p.average.value))
+        (
+            lo.min(p.average.result.value),
+            hi.max(p.average.result.value),
+        )
     });
     if hi - lo < 1e-9 {
         lo -= 1.0;
@@ -163,7 +166,7 @@ pub fn chart(points: &[Positioned]) -> Option<Chart> {
     let coords: Vec<(f64, f64)> = asc
         .iter()
         .enumerate()
-        .map(|(i, p)| (x(i, p.cursor.ms), y(p.average.value)))
+        .map(|(i, p)| (x(i, p.cursor.ms), y(p.average.result.value)))
         .collect();
     let polyline = coords
         .iter()
@@ -293,7 +296,7 @@ async fn render(
         })
     };
     let summary = (!items.is_empty()).then(|| {
-        let values: Vec<f64> = items.iter().map(|p| p.average.value).collect();
+        let values: Vec<f64> = items.iter().map(|p| p.average.result.value).collect();
         let mn = values.iter().copied().fold(f64::MAX, f64::min);
         let mx = values.iter().copied().fold(f64::MIN, f64::max);
         let mean = values.iter().sum::<f64>() / values.len() as f64;
@@ -326,12 +329,12 @@ async fn render(
                 round: if p.cursor.member.starts_with("l:") {
                     "legacy".to_string()
                 } else {
-                    a.round.to_string()
+                    a.result.round.to_string()
                 },
-                value: format_value(a.value),
-                samples: a.samples,
-                leader: a.leader.clone(),
-                fencing: a.fencing,
+                value: format_value(a.result.value),
+                samples: a.result.samples,
+                leader: a.result.leader.clone(),
+                fencing: a.result.fencing,
             }
         })
         .collect();

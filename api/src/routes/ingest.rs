@@ -138,7 +138,10 @@ pub async fn post_averages(
         ),
     };
     // Fencing is per cluster, and the store checks one cluster's fence per call.
-    if let Some(i) = items.iter().position(|a| a.cluster != items[0].cluster) {
+    if let Some(i) = items
+        .iter()
+        .position(|a| a.result.cluster != items[0].result.cluster)
+    {
         return Err(ApiError::bad(
             &format!("[{i}].cluster"),
             "every item of a batch must belong to the same cluster",
@@ -149,14 +152,14 @@ pub async fn post_averages(
         let (i, highest) = items
             .iter()
             .enumerate()
-            .max_by_key(|(_, a)| a.fencing)
-            .map_or((0, 0), |(i, a)| (i, a.fencing));
+            .max_by_key(|(_, a)| a.result.fencing)
+            .map_or((0, 0), |(i, a)| (i, a.result.fencing));
         let field = if batch {
             format!("[{i}].fencing")
         } else {
             "fencing".to_string()
         };
-        match fence.check(&items[0].cluster, highest).await {
+        match fence.check(&items[0].result.cluster, highest).await {
             Ok(()) => {}
             Err(e @ FenceError::Forged { .. }) => {
                 state.metrics.forged_fences.fetch_add(1, Ordering::Relaxed);
@@ -183,8 +186,8 @@ fn account(state: &AppState, points: &[NewPoint], results: &[IngestResult]) {
             IngestStatus::Stored => {
                 m.ingested.fetch_add(1, Ordering::Relaxed);
                 if let NewPoint::Round(a) = p {
-                    m.saw_round(a.round);
-                    tracing::debug!(round = a.round, value = a.value, leader = %a.leader, fencing = a.fencing, "stored");
+                    m.saw_round(a.result.round);
+                    tracing::debug!(round = a.result.round, value = a.result.value, leader = %a.result.leader, fencing = a.result.fencing, "stored");
                 }
             }
             IngestStatus::Duplicate => {
@@ -193,13 +196,13 @@ fn account(state: &AppState, points: &[NewPoint], results: &[IngestResult]) {
             IngestStatus::Conflict => {
                 m.conflicts.fetch_add(1, Ordering::Relaxed);
                 if let NewPoint::Round(a) = p {
-                    tracing::warn!(round = a.round, value = a.value, leader = %a.leader, fencing = a.fencing, "conflicting value for a stored round rejected");
+                    tracing::warn!(round = a.result.round, value = a.result.value, leader = %a.result.leader, fencing = a.result.fencing, "conflicting value for a stored round rejected");
                 }
             }
             IngestStatus::StaleLeader => {
                 m.stale_leaders.fetch_add(1, Ordering::Relaxed);
                 if let NewPoint::Round(a) = p {
-                    tracing::warn!(round = a.round, leader = %a.leader, fencing = a.fencing, "stale fencing token rejected (deposed leader)");
+                    tracing::warn!(round = a.result.round, leader = %a.result.leader, fencing = a.result.fencing, "stale fencing token rejected (deposed leader)");
                 }
             }
             IngestStatus::NotApplied => {}
@@ -227,7 +230,7 @@ fn respond(
                     .iter()
                     .zip(&results)
                     .find_map(|(p, r)| match p {
-                        NewPoint::Round(a) if r.round == bad.round => Some(a.fencing),
+                        NewPoint::Round(a) if r.round == bad.round => Some(a.result.fencing),
                         _ => None,
                     })
                     .unwrap_or(0);
@@ -337,42 +340,18 @@ pub fn parse_average(
                 ClusterId::parse(c).map_err(|e| ApiError::bad(&field("cluster"), e.to_string()))
             })?,
     };
-    let received = RoundResult {
-        round,
-        value,
-        samples,
-        leader,
-        fencing,
-        taken_at,
-        cluster,
-    };
-    Ok(stored_form(received, taken_at_ms))
-}
-
-/// The store's record of a round received over the wire: the contract's fields
-/// ([`RoundResult`], what the leader committed) plus the time the server parsed. The
-/// destructuring is exhaustive, so a field added to the contract does not compile until
-/// the store keeps it too.
-fn stored_form(received: RoundResult, taken_at_ms: i64) -> Average {
-    let RoundResult {
-        round,
-        value,
-        samples,
-        leader,
-        fencing,
-        taken_at,
-        cluster,
-    } = received;
-    Average {
-        round,
-        value,
-        samples,
-        leader,
-        fencing,
-        taken_at,
+    Ok(Average {
+        result: RoundResult {
+            round,
+            value,
+            samples,
+            leader,
+            fencing,
+            taken_at,
+            cluster,
+        },
         taken_at_ms,
-        cluster,
-    }
+    })
 }
 
 /// `GET /nuevo?dato=<number>[&token=...]`: the endpoint the old implementations use.

@@ -42,7 +42,10 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::keys::{pad, Keys};
 use super::planner::ROLLUP_STEPS_MS;
-use super::{Average, ClusterId, IngestResult, IngestStatus, NewPoint, Scripts, Store, StoreError};
+use super::{
+    Average, ClusterId, IngestResult, IngestStatus, NewPoint, RoundResult, Scripts, Store,
+    StoreError,
+};
 use crate::metrics::LatencyHistogram;
 
 /// The ingest script (see the module doc for its keys and arguments).
@@ -123,7 +126,7 @@ impl Store {
     > {
         let k = &self.keys;
         let mut clusters = points.iter().filter_map(|p| match p {
-            NewPoint::Round(a) => Some(&a.cluster),
+            NewPoint::Round(a) => Some(&a.result.cluster),
             NewPoint::Legacy { .. } => None,
         });
         let default = ClusterId::default();
@@ -144,15 +147,15 @@ impl Store {
                         .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
                     args.extend([
                         "r".to_string(),
-                        pad(a.round),
-                        a.value.to_string(),
-                        pad(a.fencing),
+                        pad(a.result.round),
+                        a.result.value.to_string(),
+                        pad(a.result.fencing),
                         a.taken_at_ms.to_string(),
-                        a.samples.to_string(),
+                        a.result.samples.to_string(),
                         json,
-                        a.leader.clone(),
+                        a.result.leader.clone(),
                     ]);
-                    rounds.push(a.round);
+                    rounds.push(a.result.round);
                 }
                 NewPoint::Legacy {
                     value,
@@ -160,14 +163,16 @@ impl Store {
                     taken_at,
                 } => {
                     let a = Average {
-                        round: 0,
-                        value: *value,
-                        samples: 1,
-                        leader: "legacy".to_string(),
-                        fencing: 0,
-                        taken_at: taken_at.clone(),
+                        result: RoundResult {
+                            round: 0,
+                            value: *value,
+                            samples: 1,
+                            leader: "legacy".to_string(),
+                            fencing: 0,
+                            taken_at: taken_at.clone(),
+                            cluster: ClusterId::default(),
+                        },
                         taken_at_ms: *taken_at_ms,
-                        cluster: ClusterId::default(),
                     };
                     let json = serde_json::to_string(&a)
                         .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;

@@ -120,6 +120,8 @@ pub use planner::{Exactness, SeriesQuery, ROLLUP_STEPS_MS, SUB_ROLLUP_RAW_LIMIT}
 use keys::Keys;
 
 pub use sensor_coord::wire::ClusterId;
+/// The wire contract's round result, the fields of every stored [`Average`].
+pub use sensor_coord::wire::RoundResult;
 
 /// What happened to one item of an ingest call: the wire contract's per-item status,
 /// shared with the nodes (see [`sensor_coord::wire`]).

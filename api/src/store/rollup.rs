@@ -90,11 +90,11 @@ impl Acc {
         let p = Bucket {
             start_ms: 0,
             count: 1,
-            sum: a.value,
-            min: a.value,
-            max: a.value,
-            last: a.value,
-            samples_sum: u64::from(a.samples),
+            sum: a.result.value,
+            min: a.result.value,
+            max: a.result.value,
+            last: a.result.value,
+            samples_sum: u64::from(a.result.samples),
         };
         self.merge(&p, a.taken_at_ms);
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use sensor_api::store::{Average, NewPoint, Store, StoreConfig};
+use sensor_api::store::{Average, NewPoint, RoundResult, Store, StoreConfig};
 use sensor_api::{app, AppState};
 use serde_json::{json, Value};
 
@@ -150,14 +150,16 @@ pub fn average(
     fencing: u64,
 ) -> Average {
     Average {
-        round,
-        value,
-        samples,
-        leader: leader.to_string(),
-        fencing,
-        taken_at: iso(ms),
+        result: RoundResult {
+            round,
+            value,
+            samples,
+            leader: leader.to_string(),
+            fencing,
+            taken_at: iso(ms),
+            cluster: Default::default(),
+        },
         taken_at_ms: ms,
-        cluster: Default::default(),
     }
 }
 

@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use sensor_api::store::{Average, NewPoint, Store, StoreConfig};
+use sensor_api::store::{Average, NewPoint, RoundResult, Store, StoreConfig};
 use sensor_api::{app, AppState};
 use serde_json::{json, Value};
 
@@ -62,14 +62,16 @@ async fn load(store: &Store, points: usize, end_ms: i64) -> anyhow::Result<(i64,
         let round = stored as u64 + 1;
         let leader = format!("node-{}", (round / 10_000) % 3 + 1);
         batch.push(NewPoint::Round(Average {
-            round,
-            value: 20.0 + ((round % 600) as f64 / 60.0).sin() * 3.0,
-            samples: 3 + (round % 3) as u32,
-            leader,
-            fencing: round / 10_000 + 1,
-            taken_at: iso(t)?,
+            result: RoundResult {
+                round,
+                value: 20.0 + ((round % 600) as f64 / 60.0).sin() * 3.0,
+                samples: 3 + (round % 3) as u32,
+                leader,
+                fencing: round / 10_000 + 1,
+                taken_at: iso(t)?,
+                cluster: Default::default(),
+            },
             taken_at_ms: t,
-            cluster: Default::default(),
         }));
         stored += 1;
         if batch.len() == 2000 || stored == points {
