@@ -38,6 +38,8 @@
 use std::sync::Arc;
 
 use redis::aio::ConnectionManager;
+use serde::de::IntoDeserializer;
+use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::keys::{pad, Keys};
@@ -319,18 +321,56 @@ fn parse(rounds: &[u64], flat: &[String]) -> Result<Vec<IngestResult>, StoreErro
         .iter()
         .zip(flat.chunks(2))
         .map(|(round, pair)| {
-            let status = match pair[0].as_str() {
-                "stored" => IngestStatus::Stored,
-                "duplicate" => IngestStatus::Duplicate,
-                "conflict" => IngestStatus::Conflict,
-                "stale_leader" => IngestStatus::StaleLeader,
-                "not_applied" => IngestStatus::NotApplied,
-                other => return Err(StoreError::Corrupt(format!("ingest status {other:?}"))),
-            };
+            // The script answers with the wire contract's own status names, so the
+            // contract's decoder reads them (no second name table to keep in step).
+            let status = IngestStatus::deserialize(pair[0].as_str().into_deserializer()).map_err(
+                |e: serde::de::value::Error| {
+                    StoreError::Corrupt(format!("ingest status {:?}: {e}", pair[0]))
+                },
+            )?;
             Ok(IngestResult {
                 round: *round,
                 status,
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_statuses_decode_by_the_wire_names() {
+        let flat: Vec<String> = [
+            "stored",
+            "",
+            "duplicate",
+            "",
+            "conflict",
+            "",
+            "stale_leader",
+            "",
+            "not_applied",
+            "",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let got = parse(&[1, 2, 3, 4, 5], &flat).expect("known statuses");
+        let statuses: Vec<IngestStatus> = got.iter().map(|r| r.status).collect();
+        assert_eq!(
+            statuses,
+            [
+                IngestStatus::Stored,
+                IngestStatus::Duplicate,
+                IngestStatus::Conflict,
+                IngestStatus::StaleLeader,
+                IngestStatus::NotApplied
+            ]
+        );
+        assert_eq!(got[3].round, 4);
+        let bad = vec!["Stored".to_string(), String::new()];
+        assert!(matches!(parse(&[1], &bad), Err(StoreError::Corrupt(_))));
+    }
 }
