@@ -229,11 +229,7 @@ pub async fn deliver_while_leading(
             return;
         }
         while let Ok(c) = committed.try_recv() {
-            match (c, mirror.as_mut()) {
-                (Some(r), Some(queue)) if r.round > acknowledged => queue.push_back(r),
-                (None, _) => mirror = None,
-                _ => {}
-            }
+            absorb(c, &mut mirror, acknowledged);
         }
         let batch: Vec<RoundResult> = match &mirror {
             Some(queue) => queue.iter().take(BATCH).cloned().collect(),
@@ -255,11 +251,9 @@ pub async fn deliver_while_leading(
         };
         if batch.is_empty() {
             tokio::select! {
-                c = committed.recv() => match (c, mirror.as_mut()) {
-                    (Some(Some(r)), Some(queue)) if r.round > acknowledged => queue.push_back(r),
-                    (Some(None), _) => mirror = None,
-                    (None, _) => return, // the round loop ended
-                    _ => {}
+                c = committed.recv() => match c {
+                    Some(c) => absorb(c, &mut mirror, acknowledged),
+                    None => return, // the round loop ended
                 },
                 _ = leader.lost() => return,
                 _ = tokio::time::sleep(Duration::from_secs(5)) => mirror = None,
@@ -354,6 +348,21 @@ pub async fn deliver_while_leading(
                 }
             }
         }
+    }
+}
+
+/// Folds one message of the round loop into the delivery's `mirror` of the outbox: a
+/// committed round joins the queue (unless already acknowledged); `None` (a commit whose
+/// outcome is unknown) drops the mirror, so the outbox is read again.
+fn absorb(
+    committed: Option<RoundResult>,
+    mirror: &mut Option<std::collections::VecDeque<RoundResult>>,
+    acknowledged: u64,
+) {
+    match (committed, mirror.as_mut()) {
+        (Some(r), Some(queue)) if r.round > acknowledged => queue.push_back(r),
+        (None, _) => *mirror = None,
+        _ => {}
     }
 }
 
