@@ -4,21 +4,18 @@
 //! (`field` only when one input is to blame), so clients never parse HTML or plain text.
 //! The shape is the wire contract's [`ErrorBody`], the type the nodes decode it into.
 //! Errors our handlers never see (axum's extractor rejections: bad path parameters,
-//! oversized bodies, wrong content types) are rewritten to JSON by [`json_errors`], in the
+//! oversized bodies, wrong content types) are rewritten to JSON by
+//! [`crate::layers::json_errors`], in the
 //! envelope of the API they hit (`/prom` Prometheus', `/grafana` the datasource's).
 //!
 //! Every 503 carries `Retry-After`: Redis unreachable, slow, or refusing for a transient
 //! server-side reason (OOM under `noeviction`, READONLY replica, BUSY script, LOADING,
 //! MASTERDOWN: see `store::StoreError`), and requests over the request timeout.
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sensor_coord::wire::{ErrorBody, ItemResult};
-use serde_json::json;
 
 use crate::store::StoreError;
 
@@ -142,74 +139,4 @@ impl IntoResponse for ApiError {
         }
         response
     }
-}
-
-/// Longest rejection text kept when rewriting a plain-text error (axum's are one line).
-const REJECTION_TEXT_LIMIT: usize = 4096;
-
-/// Middleware: rewrites every plain-text (or empty) error response into JSON in the
-/// envelope of the API that was called, and adds `Retry-After` to any 503 lacking it.
-/// JSON and HTML error responses (the history page's own 503 page) pass unchanged.
-pub async fn json_errors(req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
-    let mut response = next.run(req).await;
-    let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) {
-        return response;
-    }
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .entry(header::RETRY_AFTER)
-            .or_insert(HeaderValue::from_static("1"));
-    }
-    let plain = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(|v| v.starts_with("text/plain"));
-    if !plain {
-        return response;
-    }
-    let (mut parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, REJECTION_TEXT_LIMIT)
-        .await
-        .unwrap_or_default();
-    let mut text = String::from_utf8_lossy(&bytes).trim().to_string();
-    if text.is_empty() {
-        text = status
-            .canonical_reason()
-            .unwrap_or("request failed")
-            .to_string();
-    }
-    let body = if path.starts_with("/prom/") {
-        let kind = match status {
-            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-            s if s.is_client_error() => "bad_data",
-            _ => "internal",
-        };
-        json!({"status": "error", "errorType": kind, "error": text})
-    } else if path == "/grafana" || path.starts_with("/grafana/") {
-        json!({ "message": text })
-    } else if matches!(
-        status,
-        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE
-    ) {
-        json!(ErrorBody {
-            error: text,
-            field: Some("body".to_string()),
-            results: Vec::new(),
-        })
-    } else {
-        json!(ErrorBody {
-            error: text,
-            ..ErrorBody::default()
-        })
-    };
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Response::from_parts(parts, Body::from(body.to_string()))
 }

@@ -14,6 +14,12 @@ use sensor_api::store::{Store, StoreConfig};
 use sensor_api::{app, AppState};
 use sensor_common::launch;
 
+/// The allocator: the API allocates and frees small buffers per request on every worker
+/// thread, where mimalloc's thread-local free lists are much cheaper than glibc's malloc
+/// (measured: `bench/api/run.sh`, see README "Measured").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     const NAME: &str = "sensor-api";
     let cli = Cli::parse();

@@ -6,6 +6,7 @@
 # the same concurrency on the same Redis:
 #   * POST /api/v1/averages   (node ingest, a new round per request) beside
 #     redis-benchmark ZADD, and their ratio (target: POST >= 1/2 of ZADD)
+#   * GET  /healthz           (the HTTP floor: same server and layers, no Redis, no body)
 #   * GET  /nuevo?dato=       (legacy ingest; leaves tens of thousands of legacy points
 #     newer than every round)
 #   * POST of back-dated rounds after those legacy points (taken_at older than them), and
@@ -99,6 +100,10 @@ POST_RPS=$LAST_RPS
 rb_run "redis-benchmark ZADD" zadd rb:z __rand_int__ m:__rand_int__
 ZADD_RPS=$LAST_RPS
 echo "== ratio POST / ZADD: $(ratio "$POST_RPS" "$ZADD_RPS")"
+# The HTTP floor: the same server and layers answering without Redis or a body. POST can
+# not beat it; its ratio to ZADD says how much of the target the HTTP path alone leaves.
+wrk_run "GET /healthz (HTTP floor, no Redis)" "http://127.0.0.1:$APORT/healthz"
+echo "== ratio floor / ZADD: $(ratio "$LAST_RPS" "$ZADD_RPS"), POST / floor: $(ratio "$POST_RPS" "$LAST_RPS")"
 NUEVO="http://127.0.0.1:$APORT/nuevo?dato=23.5&token=bench-token-0123456789"
 wrk_run "GET /nuevo (legacy ingest)" "$NUEVO"
 legacy() { redis-cli -p "$RPORT" get bench:legacy_seq; }

@@ -3,7 +3,7 @@
 //! | layer | where | what | on failure |
 //! |---|---|---|---|
 //! | security headers | every route | `nosniff`, CSP, no framing, no referrer | — |
-//! | [`http_layers::access_log`] (shared with sensor-api) | every route | one `access` line: method, route pattern, status, latency (never the query string, the form or headers) | — |
+//! | [`http_layers::AccessLog`] (shared with sensor-api) | every route | one `access` line: method, route pattern, status, latency (never the query string, the form or headers) | — |
 //! | request timeout | every route | until the response head (an event stream then runs on) | 408 |
 //! | body limit | every route | 16 KiB ([`crate::web::BODY_LIMIT`]) | 413 |
 //! | [`require_admin`] | `POST /config` only | the admin token, constant-time ([`edit::check_token`]) | the page with the refusal: 403 read-only, 401 wrong or missing token; nothing parsed, ZooKeeper untouched |

@@ -10,12 +10,12 @@
 
 #![warn(missing_docs)]
 
-use std::time::Instant;
-
 use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderMap};
-use axum::middleware::Next;
-use axum::response::Response;
+
+pub mod observe;
+
+pub use observe::{AccessLog, ObserveLayer, Observer};
 
 /// The route pattern the router matched for a request (e.g. `/api/v1/averages/{round}`),
 /// or `unmatched` (404s). Available to layers added with `Router::layer`/`route_layer`,
@@ -39,29 +39,6 @@ impl std::fmt::Display for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Middleware (`axum::middleware::from_fn`): one line per request, target `access`, at
-/// `info`, with `method`, `route` ([`Route`]), `status` and `latency_ms` (until the
-/// response head: a streamed body such as an event stream is not waited for).
-///
-/// Deliberately absent: the raw path and query string (tokens travel in `?token=`, and a
-/// hostile client chooses both), every header (`Authorization`) and the body (forms carry
-/// tokens). Add it outside the timeout so timed-out requests are logged too.
-pub async fn access_log(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = req.method().clone();
-    let route = Route::of(&req);
-    let response = next.run(req).await;
-    tracing::info!(
-        target: "access",
-        %method,
-        %route,
-        status = response.status().as_u16(),
-        latency_ms = start.elapsed().as_micros() as f64 / 1000.0,
-        "request"
-    );
-    response
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if there is one. The scheme

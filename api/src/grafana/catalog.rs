@@ -12,7 +12,7 @@ use super::protocol::{
 };
 use super::{parse_body, GrafanaError};
 use crate::series::{Aggregation, Metric, Rate};
-use crate::AppState;
+use crate::SharedState;
 
 /// Target name of the leader-change annotations (a table of `time`, `title`, `text`).
 pub const LEADER_CHANGES: &str = "leader_changes";
@@ -25,7 +25,7 @@ pub const FORMAT: &str = "format";
 pub const RATE: &str = "rate";
 
 /// `GET /grafana`: 200 when the store answers, so "Save & test" also proves Redis works.
-pub async fn health(State(state): State<AppState>) -> Result<Json<Value>, GrafanaError> {
+pub async fn health(State(state): State<SharedState>) -> Result<Json<Value>, GrafanaError> {
     state.store.ping().await?;
     Ok(Json(json!({ "status": "ok" })))
 }

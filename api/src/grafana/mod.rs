@@ -26,10 +26,10 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 
 use crate::store::StoreError;
-use crate::AppState;
+use crate::SharedState;
 
 /// The `/grafana` routes; merge into the application router.
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/grafana", get(catalog::health))
         .route("/grafana/", get(catalog::health))

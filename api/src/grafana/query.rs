@@ -14,7 +14,7 @@ use super::{parse_body, GrafanaError};
 use crate::series::{Aggregation, Metric, Rate, SeriesSpec};
 use crate::store::planner::{finest_chart_width, FINEST_MS};
 use crate::store::{Bucket, Exactness, LeaderChange, SeriesQuery, Store};
-use crate::AppState;
+use crate::SharedState;
 
 /// Points per series when the request does not say (Grafana always does).
 const DEFAULT_MAX_POINTS: u64 = 1_000;
@@ -131,7 +131,7 @@ fn plan(target: &Target) -> Result<Option<Plan>, GrafanaError> {
 
 /// `POST /grafana/query`.
 pub async fn query(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     body: Bytes,
 ) -> Result<Json<Vec<QueryResult>>, GrafanaError> {
     let request: QueryRequest = parse_body(&body)?;

@@ -14,14 +14,17 @@
 //! The comparison is constant-time ([`Secret::matches`]), so response times do
 //! not reveal how much of a guess was right. Neither token is ever logged.
 
+use std::future::{ready, Ready};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::HeaderMap;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::future::Either;
 use http_layers::bearer_token;
 use sensor_common::Secret;
+use tower::{Layer, Service};
 
 use crate::error::ApiError;
 
@@ -67,13 +70,44 @@ impl RequireToken {
     }
 }
 
-/// Middleware (`from_fn_with_state` with a [`RequireToken`]): refuses with
-/// [`ApiError::Unauthorized`] before the handler runs.
-pub async fn require_token(State(auth): State<RequireToken>, req: Request, next: Next) -> Response {
-    if auth.admits(req.headers(), req.uri().query()) {
-        next.run(req).await
-    } else {
-        ApiError::Unauthorized.into_response()
+/// A [`RequireToken`] is the layer (add it with `route_layer`): requests it does not
+/// admit are refused with [`ApiError::Unauthorized`] before the handler runs.
+impl<S> Layer<S> for RequireToken {
+    type Service = Authorized<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authorized {
+            inner,
+            rule: self.clone(),
+        }
+    }
+}
+
+/// The service of the [`RequireToken`] layer.
+#[derive(Clone, Debug)]
+pub struct Authorized<S> {
+    inner: S,
+    rule: RequireToken,
+}
+
+impl<S> Service<Request> for Authorized<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<S::Future, Ready<Result<Response, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if self.rule.admits(req.headers(), req.uri().query()) {
+            Either::Left(self.inner.call(req))
+        } else {
+            Either::Right(ready(Ok(ApiError::Unauthorized.into_response())))
+        }
     }
 }
 

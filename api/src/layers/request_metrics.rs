@@ -1,29 +1,27 @@
 //! Request metrics: every answered request is counted by route pattern and status, and
 //! its latency observed by route pattern and status class, in the process's
-//! [`Metrics`](crate::metrics::Metrics) (rendered at `/metrics`).
+//! [`Metrics`] (rendered at `/metrics`).
 //!
 //! Labels come from the matched route pattern only (see [`http_layers::Route`]), so the set
-//! of series is bounded by the router, whatever URLs clients send.
+//! of series is bounded by the router, whatever URLs clients send. An
+//! [`http_layers::Observer`]: stacked with the access log in one
+//! [`http_layers::ObserveLayer`].
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{Method, StatusCode};
+use http_layers::{Observer, Route};
 
 use crate::metrics::Metrics;
 
-/// Middleware (`from_fn_with_state` with the metrics): records the answer's status and
-/// the time until it was ready.
-pub async fn request_metrics(
-    State(metrics): State<Arc<Metrics>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let start = Instant::now();
-    let route = http_layers::Route::of(&req);
-    let response = next.run(req).await;
-    metrics.observe_request(route.as_str(), response.status().as_u16(), start.elapsed());
-    response
+/// Records each answer's status and the time until it was ready.
+#[derive(Clone, Debug)]
+pub struct RequestMetrics(pub Arc<Metrics>);
+
+impl Observer for RequestMetrics {
+    fn observe(&self, _method: &Method, route: &Route, status: StatusCode, latency: Duration) {
+        self.0
+            .observe_request(route.as_str(), status.as_u16(), latency);
+    }
 }

@@ -24,7 +24,7 @@ use super::promql::{self, Expr};
 use super::{params, success, PromError, PromSeries, SERIES};
 use crate::series::{Metric, Rate, SeriesSpec};
 use crate::store::{Bucket, Exactness, SeriesQuery, Store, StoreError};
-use crate::AppState;
+use crate::SharedState;
 
 /// Prometheus' lookback window for instant selectors.
 const LOOKBACK_MS: i64 = 5 * 60_000;
@@ -60,7 +60,7 @@ fn spec_of(metric: Metric) -> SeriesSpec {
 
 /// `/api/v1/query`.
 pub async fn query(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     method: Method,
     RawQuery(q): RawQuery,
     body: Bytes,
@@ -109,7 +109,7 @@ async fn instant_value(store: &Store, metric: Metric, t_ms: i64) -> Result<Optio
 
 /// `/api/v1/query_range`.
 pub async fn query_range(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     method: Method,
     RawQuery(q): RawQuery,
     body: Bytes,

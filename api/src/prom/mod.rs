@@ -28,7 +28,7 @@ use serde_json::{json, Map, Value};
 
 use crate::series::Metric;
 use crate::store::StoreError;
-use crate::AppState;
+use crate::SharedState;
 use params::Params;
 use promql::Selector;
 
@@ -90,7 +90,7 @@ impl PromSeries {
 }
 
 /// The `/prom` routes; merge into the application router.
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/prom/api/v1/query", get(eval::query).post(eval::query))
         .route(

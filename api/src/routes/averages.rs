@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::error::ApiError;
 use crate::routes::params::{cursor_param, limit_param, ms_rfc3339, query_map, range_params};
 use crate::store::{Average, ClusterId};
-use crate::AppState;
+use crate::SharedState;
 
 /// Default page size of the JSON list.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -25,7 +25,7 @@ pub const MAX_LIMIT: usize = 10_000;
 /// `next_cursor` (null on the last page); pass it as `cursor` for the next, older page.
 /// O(log n + limit) in Redis whatever the history size.
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query_map(query)?;
@@ -99,7 +99,7 @@ pub fn to_csv(items: &[Average]) -> String {
 /// cluster `ID` (default: the default cluster, i.e. rounds sent without a cluster id), or
 /// 404.
 pub async fn one(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     Path(round): Path<String>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Average>, ApiError> {
@@ -122,7 +122,7 @@ pub async fn one(
 /// `GET /api/v1/stats?from=&to=`: count, first/last time, min/max/mean over the range
 /// (all time by default). Answered from rollups: fast at any history size.
 pub async fn stats(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let q = query_map(query)?;

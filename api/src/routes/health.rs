@@ -9,7 +9,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::AppState;
+use crate::SharedState;
 
 /// How long `/metrics` waits for Redis before reporting it down (a scrape must stay quick).
 const METRICS_PING_TIMEOUT: Duration = Duration::from_millis(500);
@@ -21,14 +21,14 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// `GET /readyz`: 200 when Redis answers PING, 503 otherwise.
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn readyz(State(state): State<SharedState>) -> Result<Json<serde_json::Value>, ApiError> {
     state.store.ping().await?;
     Ok(Json(json!({"status": "ready"})))
 }
 
 /// `GET /metrics`: Prometheus text format. Always 200, also while Redis is down
 /// (`sensor_api_redis_up 0` then).
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
     let redis_up = matches!(
         tokio::time::timeout(METRICS_PING_TIMEOUT, state.store.ping()).await,
         Ok(Ok(()))

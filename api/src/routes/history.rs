@@ -16,7 +16,7 @@ use axum::response::{Html, IntoResponse, Response};
 use crate::error::ApiError;
 use crate::routes::params::{cursor_param, limit_param, ms_rfc3339, query_map};
 use crate::store::{Positioned, StoreError};
-use crate::AppState;
+use crate::{AppState, SharedState};
 
 /// Rows per page unless `?limit=` says otherwise.
 pub const DEFAULT_PAGE: usize = 50;
@@ -223,7 +223,7 @@ fn unavailable_page() -> Response {
 /// `cursor` shows the page older than that point, `after` the page newer than it, `oldest`
 /// the last page. Auto-refresh is on for the newest page unless `refresh=0`.
 pub async fn page(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query_map(query)?;

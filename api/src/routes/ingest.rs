@@ -22,7 +22,7 @@ use crate::error::ApiError;
 use crate::fence::FenceError;
 use crate::routes::params::{ms_rfc3339, query_map, rfc3339_ms};
 use crate::store::{Average, ClusterId, IngestResult, IngestStatus, NewPoint};
-use crate::{AppState, BODY_LIMIT};
+use crate::{AppState, SharedState, BODY_LIMIT};
 
 /// Most items one batch may carry (a 64 KiB body holds about 400 anyway).
 pub const MAX_BATCH: usize = 1000;
@@ -95,7 +95,7 @@ pub fn valid_leader(leader: &str) -> bool {
 /// the request is stored then), 400/413/503 as usual. The token was checked before this
 /// runs ([`crate::layers::auth`]).
 pub async fn post_averages(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|e| {
@@ -360,7 +360,7 @@ pub fn parse_average(
 /// numbered by a separate legacy counter, never deduplicated). 200 with a JSON echo. The
 /// token (header or `?token=`) was checked before this runs ([`crate::layers::auth`]).
 pub async fn legacy(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = query_map(query)?;
