@@ -1,7 +1,8 @@
 -- Check-and-store of a group of independent batches (see store/ingest.rs for KEYS and
--- ARGV). Each batch is checked and, unless one of its items is rejected, written before
--- the next batch is checked: the group answers exactly what the batches would have
--- answered one call each, in this order. A refused batch writes nothing and does not
+-- ARGV). Each batch is checked and, unless one of its items is rejected, stored before
+-- the next batch is checked (its writes may be applied in bulk later in the call, but
+-- every check and search sees them): the group answers exactly what the batches would
+-- have answered one call each, in this order. A refused batch writes nothing and does not
 -- affect its neighbours.
 local nlevels = tonumber(ARGV[1])
 local steps = {}
@@ -24,6 +25,23 @@ local function fence_of(key)
   return f
 end
 
+-- This call's writes of records (P:rec), times (P:time) and index entries (P:roundidx),
+-- applied in bulk, one command per structure (a command from Lua costs several times what
+-- one more element of it costs). Every read below that could see them (the index range
+-- searches, the pre-migration scans) flushes them first, so reads always see this call's
+-- earlier writes; the rest is flushed at the end.
+local w_rec, w_time, w_idx = {}, {}, {}
+local function bulk(cmd, key, list)
+  for c = 1, #list, 2000 do
+    redis.call(cmd, key, unpack(list, c, math.min(c + 1999, #list)))
+  end
+end
+local function flush_writes()
+  if #w_rec > 0 then bulk('HSET', REC, w_rec); w_rec = {} end
+  if #w_time > 0 then bulk('ZADD', TIME, w_time); w_time = {} end
+  if #w_idx > 0 then bulk('ZADD', IDX, w_idx); w_idx = {} end
+end
+
 -- One-time migration of a deployment from before P:roundidx (in-script, incremental):
 -- while IDXSTATE is not 'ready' it holds how many points of P:time, newest first, have
 -- been indexed; each call indexes the node rounds among the next BACKFILL of them. Walking
@@ -36,6 +54,7 @@ local function ensure_index()
   local BACKFILL = 1000
   local state = redis.call('GET', IDXSTATE)
   if state ~= 'ready' then
+    flush_writes()
     local from = tonumber(state or '0')
     local got = redis.call('ZREVRANGE', TIME, from, from + BACKFILL - 1, 'WITHSCORES')
     local members, scores = {}, {}
@@ -141,6 +160,7 @@ end
 -- Pre-migration fallback: the nearest node round strictly before (dir < 0) or after
 -- (dir > 0) the position (ms, member) in P:time, skipping legacy points.
 local function scan_neighbour(ms, member, dir)
+  flush_writes()
   local offset, chunk = 0, 2
   while true do
     local got
@@ -172,6 +192,7 @@ end
 -- with the server's locale, not byte order).
 local newest, newest_ms, newest_member, newest_leader = nil, nil, nil, nil
 local function read_newest()
+  flush_writes()
   local e = redis.call('ZRANGE', IDX, -1, -1)[1]
   if e then
     local ignored
@@ -191,6 +212,7 @@ local function neighbours(ms, member, key)
   if newest == nil then read_newest() end
   if not newest then return nil end
   if ms > newest_ms then return newest_member, newest_leader end
+  flush_writes()
   local p = redis.call('ZREVRANGEBYLEX', IDX, '(' .. key .. ' ', '-', 'LIMIT', 0, 1)[1]
   if p then ignored, pm, ignored, pl = parse_entry(p) end
   local n = redis.call('ZRANGEBYLEX', IDX, '(' .. key .. '!', '+', 'LIMIT', 0, 1)[1]
@@ -212,7 +234,8 @@ local function track_leader(member, ms, leader, fencing)
     if nl ~= leader then redis.call('ZADD', LK, ns, change(n20, nf, leader, nl)) end
   end
   local entry = key .. ' ' .. fencing .. ' ' .. leader
-  redis.call('ZADD', IDX, 0, entry)
+  w_idx[#w_idx + 1] = 0
+  w_idx[#w_idx + 1] = entry
   if newest == false or (newest and ms > newest_ms) then
     newest, newest_ms, newest_member, newest_leader = entry, ms, member, leader
   elseif newest and ms == newest_ms then
@@ -220,6 +243,30 @@ local function track_leader(member, ms, leader, fencing)
   end
 end
 
+
+-- Every stored node round any batch names, read in one HMGET: its stored value, or false.
+local stored_value = {}
+do
+  local members, arg = {}, 3 + nlevels
+  for b = 1, nbatches do
+    local cluster, nitems = ARGV[arg], tonumber(ARGV[arg + 1])
+    local suffix = ''
+    if cluster ~= 'default' then suffix = ':' .. cluster end
+    for i = 0, nitems - 1 do
+      local o = arg + 1 + i * W
+      if ARGV[o + 1] == 'r' then members[#members + 1] = 'r:' .. ARGV[o + 2] .. suffix end
+    end
+    arg = arg + 2 + nitems * W
+  end
+  for c = 1, #members, 1000 do
+    local last = math.min(c + 999, #members)
+    local got = redis.call('HMGET', REC, unpack(members, c, last))
+    for i = c, last do
+      local j = got[i - c + 1]
+      if j then stored_value[members[i]] = cjson.decode(j).value else stored_value[members[i]] = false end
+    end
+  end
+end
 
 local out = {}
 local arg = 3 + nlevels
@@ -235,7 +282,6 @@ for b = 1, nbatches do
   local statuses = {}
   local pending = {}
   local rejected = false
-  local claimed = false -- the record of a batch of one is already written
   for i = 0, nitems - 1 do
     local o = base + i * W
     if ARGV[o + 1] == 'r' then
@@ -243,18 +289,7 @@ for b = 1, nbatches do
       local value = tonumber(ARGV[o + 3])
       local fencing = ARGV[o + 4]
       local prev = pending[member]
-      if nitems == 1 and fencing >= fence then
-        -- A batch of one new round (the usual case): nothing else can reject it, so its
-        -- record is claimed at once; a stored one is read only when the claim fails.
-        if redis.call('HSETNX', REC, member, ARGV[o + 7]) == 1 then
-          claimed = true
-        else
-          prev = cjson.decode(redis.call('HGET', REC, member)).value
-        end
-      elseif prev == nil then
-        local stored = redis.call('HGET', REC, member)
-        if stored then prev = cjson.decode(stored).value end
-      end
+      if prev == nil then prev = stored_value[member] or nil end
       if prev ~= nil then
         if prev == value then statuses[i + 1] = 'duplicate' else statuses[i + 1] = 'conflict'; rejected = true end
       elseif fencing < fence then
@@ -286,12 +321,16 @@ for b = 1, nbatches do
         if kind == 'r' then
           member = 'r:' .. ARGV[o + 2] .. suffix
           if (not top_round) or ARGV[o + 2] > top_round then top_round = ARGV[o + 2] end
+          -- Later batches of this call see it as stored.
+          stored_value[member] = pending[member]
         else
           member = 'l:' .. string.format('%020d', redis.call('INCR', SEQ))
         end
         local ms = tonumber(ARGV[o + 5])
-        if not claimed then redis.call('HSET', REC, member, ARGV[o + 7]) end
-        redis.call('ZADD', TIME, ms, member)
+        w_rec[#w_rec + 1] = member
+        w_rec[#w_rec + 1] = ARGV[o + 7]
+        w_time[#w_time + 1] = ms
+        w_time[#w_time + 1] = member
         add_roll(ms, tonumber(ARGV[o + 3]), tonumber(ARGV[o + 6]))
         if kind == 'r' then track_leader(member, ms, ARGV[o + 8], ARGV[o + 4]) end
       end
@@ -310,6 +349,7 @@ for b = 1, nbatches do
   end
 end
 flush_rolls()
+flush_writes()
 for key, f in pairs(fence_now) do
   if f ~= fence_was[key] then redis.call('SET', key, f) end
 end
