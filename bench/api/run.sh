@@ -49,7 +49,8 @@ RPORT=$(free_port)
 redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly yes --dir "$WORK" \
   --appendfsync always --maxmemory-policy noeviction \
   --protected-mode no --logfile "$WORK/redis.log" &
-PIDS+=($!)
+REDIS_PID=$!
+PIDS+=($REDIS_PID)
 for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 APORT=$(free_port)
@@ -64,6 +65,9 @@ done
 "$BIN" healthcheck --url "http://127.0.0.1:$APORT/readyz" >/dev/null
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$API_PID/status"; }
+# CPU time (user + system, clock ticks) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$API_PID/status"; }
 
 # wrk's --latency output: "Requests/sec: N" and a "99%  X.XXms" line.
@@ -95,11 +99,18 @@ rb_run() { # name, command...
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 
 echo "== load: $CONNS connections, $THREADS wrk threads, ${SECS}s each, loopback, $(nproc) cores shared by everything"
+API_T0=$(cpu_ticks "$API_PID"); REDIS_T0=$(cpu_ticks "$REDIS_PID")
 wrk_run "POST /api/v1/averages (new round)" -s "$HERE/post.lua" "http://127.0.0.1:$APORT" -- 1000000000
 POST_RPS=$LAST_RPS
+# Where the CPU went: microseconds of API and Redis CPU time per POST (the rest of the two
+# cores went to wrk, the kernel's share of loopback, and idle time).
+CPU_SPLIT=$(awk -v a=$(( $(cpu_ticks "$API_PID") - API_T0 )) -v r=$(( $(cpu_ticks "$REDIS_PID") - REDIS_T0 )) \
+  -v t="$TICK" -v n="$POST_RPS" -v s="$SECS" \
+  'BEGIN {printf "sensor-api %.0f us, redis-server %.0f us", a / t / (n * s) * 1e6, r / t / (n * s) * 1e6}')
 rb_run "redis-benchmark ZADD" zadd rb:z __rand_int__ m:__rand_int__
 ZADD_RPS=$LAST_RPS
 echo "== ratio POST / ZADD: $(ratio "$POST_RPS" "$ZADD_RPS")"
+echo "== CPU per POST: $CPU_SPLIT; at the target (ZADD/2) wrk, API and Redis together may use $(awk -v z="$ZADD_RPS" -v c="$(nproc)" 'BEGIN {printf "%.0f", c * 1e6 / (z / 2)}') us"
 # The HTTP floor: the same server and layers answering without Redis or a body. POST can
 # not beat it; its ratio to ZADD says how much of the target the HTTP path alone leaves.
 wrk_run "GET /healthz (HTTP floor, no Redis)" "http://127.0.0.1:$APORT/healthz"

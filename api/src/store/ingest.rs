@@ -28,12 +28,14 @@
 //! Returns a flat array: per batch in order, status per item, and for stored items the
 //! member (empty otherwise).
 //!
-//! Cost: a single new round appended after the newest is about 14 Redis calls (fence,
-//! duplicate check, record, time index, round index and its two neighbour reads, one
-//! `HMGET` and one `HSET` for all five rollup levels, last round); a batch adds per item
-//! its record, time, round-index and neighbour calls, and shares the rest with the other
-//! batches of its group. A back-dated round costs the same plus the re-evaluation of its
-//! successor's leader change, however many legacy points lie around it.
+//! Cost: one script call per group. Per call: one `HMGET` of every round the group names
+//! (duplicate check), the fence and last round of each cluster, the newest round-index
+//! entry, one `HMGET`/`HSET` for every touched rollup bucket, and one bulk `HSET` (records)
+//! and two bulk `ZADD`s (time index, round index) for all the group's new points. Per
+//! round appended after the newest: no Redis command of its own. A round older than the
+//! newest adds two index reads (its neighbours, after the call's pending writes are
+//! flushed) and the re-evaluation of its successor's leader change, however many legacy
+//! points lie around it.
 
 use std::sync::Arc;
 
