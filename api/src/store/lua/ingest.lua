@@ -31,6 +31,16 @@ end
 -- searches, the pre-migration scans) flushes them first, so reads always see this call's
 -- earlier writes; the rest is flushed at the end.
 local w_rec, w_time, w_idx = {}, {}, {}
+-- HMGET of any number of fields (Lua's unpack() fails beyond a few thousand values):
+-- the values in the order of `fields`, false where absent.
+local function hmget_all(key, fields)
+  local values = {}
+  for c = 1, #fields, 1000 do
+    local got = redis.call('HMGET', key, unpack(fields, c, math.min(c + 999, #fields)))
+    for i = 1, #got do values[c + i - 1] = got[i] end
+  end
+  return values
+end
 local function bulk(cmd, key, list)
   for c = 1, #list, 2000 do
     redis.call(cmd, key, unpack(list, c, math.min(c + 1999, #list)))
@@ -64,17 +74,14 @@ local function ensure_index()
         scores[#scores + 1] = tonumber(got[i + 1])
       end
     end
-    for c = 1, #members, 1000 do
-      local last = math.min(c + 999, #members)
-      local recs = redis.call('HMGET', REC, unpack(members, c, last))
-      for i = c, last do
-        local j = recs[i - c + 1]
-        if j then
-          local a = cjson.decode(j)
-          local f = string.match(j, '"fencing":(%d+)') or '0'
-          f = string.rep('0', 20 - #f) .. f
-          redis.call('ZADD', IDX, 0, enc(scores[i]) .. ' ' .. members[i] .. ' ' .. f .. ' ' .. a.leader)
-        end
+    local recs = hmget_all(REC, members)
+    for i = 1, #members do
+      local j = recs[i]
+      if j then
+        local a = cjson.decode(j)
+        local f = string.match(j, '"fencing":(%d+)') or '0'
+        f = string.rep('0', 20 - #f) .. f
+        redis.call('ZADD', IDX, 0, enc(scores[i]) .. ' ' .. members[i] .. ' ' .. f .. ' ' .. a.leader)
       end
     end
     if #got < BACKFILL * 2 then
@@ -111,40 +118,38 @@ local function add_roll(ms, value, samples)
   end
 end
 local function flush_rolls()
-  for c = 1, #touched, 1000 do
-    local last = math.min(c + 999, #touched)
-    local fields = {}
-    for i = c, last do
-      local a = touched[i]
-      fields[#fields + 1] = ARGV[1 + a[8]] .. ':' .. num(a[9])
-    end
-    local stored = redis.call('HMGET', ROLLUP, unpack(fields))
-    local args = {}
-    for i = c, last do
-      local a = touched[i]
-      local s = stored[i - c + 1]
-      if s then
-        -- One match and one format per bucket: the cheapest way through Lua's string
-        -- library (a gmatch loop and a num() call per field cost twice as much).
-        local t = {string.match(s, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')}
-        for k = 1, 7 do t[k] = tonumber(t[k]) end
-        -- Stored points arrived earlier: on equal times the batch's point is the last.
-        if a[6] < t[6] then a[5] = t[5]; a[6] = t[6] end
-        a[1] = a[1] + t[1]; a[2] = a[2] + t[2]
-        if t[3] < a[3] then a[3] = t[3] end
-        if t[4] > a[4] then a[4] = t[4] end
-        a[7] = a[7] + t[7]
-      else
-        -- A bucket new to P:rollup (it may exist in the pre-upgrade P:roll:<step>).
-        redis.call('ZADD', KEYS[8 + a[8]], a[9], num(a[9]))
-      end
-      args[#args + 1] = fields[i - c + 1]
-      -- Values as num() prints them; counts, times and sample totals are integers below
-      -- 2^53, for which '%d' prints the same digits at a third of the cost.
-      args[#args + 1] = string.format('%d %.17g %.17g %.17g %.17g %d %d', a[1], a[2], a[3], a[4], a[5], a[6], a[7])
-    end
-    redis.call('HSET', ROLLUP, unpack(args))
+  if #touched == 0 then return end
+  local fields = {}
+  for i = 1, #touched do
+    local a = touched[i]
+    fields[i] = ARGV[1 + a[8]] .. ':' .. num(a[9])
   end
+  local stored = hmget_all(ROLLUP, fields)
+  local args = {}
+  for i = 1, #touched do
+    local a = touched[i]
+    local s = stored[i]
+    if s then
+      -- One match and one format per bucket: the cheapest way through Lua's string
+      -- library (a gmatch loop and a num() call per field cost twice as much).
+      local t = {string.match(s, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')}
+      for k = 1, 7 do t[k] = tonumber(t[k]) end
+      -- Stored points arrived earlier: on equal times the batch's point is the last.
+      if a[6] < t[6] then a[5] = t[5]; a[6] = t[6] end
+      a[1] = a[1] + t[1]; a[2] = a[2] + t[2]
+      if t[3] < a[3] then a[3] = t[3] end
+      if t[4] > a[4] then a[4] = t[4] end
+      a[7] = a[7] + t[7]
+    else
+      -- A bucket new to P:rollup (it may exist in the pre-upgrade P:roll:<step>).
+      redis.call('ZADD', KEYS[8 + a[8]], a[9], num(a[9]))
+    end
+    args[#args + 1] = fields[i]
+    -- Values as num() prints them; counts, times and sample totals are integers below
+    -- 2^53, for which '%d' prints the same digits at a third of the cost.
+    args[#args + 1] = string.format('%d %.17g %.17g %.17g %.17g %d %d', a[1], a[2], a[3], a[4], a[5], a[6], a[7])
+  end
+  bulk('HSET', ROLLUP, args)
 end
 
 -- Leader changes (P:leaders). The predecessor and successor of a round among node rounds
@@ -258,13 +263,10 @@ do
     end
     arg = arg + 2 + nitems * W
   end
-  for c = 1, #members, 1000 do
-    local last = math.min(c + 999, #members)
-    local got = redis.call('HMGET', REC, unpack(members, c, last))
-    for i = c, last do
-      local j = got[i - c + 1]
-      if j then stored_value[members[i]] = cjson.decode(j).value else stored_value[members[i]] = false end
-    end
+  local got = hmget_all(REC, members)
+  for i = 1, #members do
+    local j = got[i]
+    if j then stored_value[members[i]] = cjson.decode(j).value else stored_value[members[i]] = false end
   end
 end
 
