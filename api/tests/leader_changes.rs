@@ -7,7 +7,7 @@
 mod grafana_support;
 
 use grafana_support::*;
-use sensor_api::store::{Average, IngestStatus, LeaderChange, NewPoint};
+use sensor_api::store::{Average, ClusterId, IngestStatus, LeaderChange, NewPoint};
 use serde_json::{json, Value};
 
 /// 2026-01-01T00:00:00Z.
@@ -384,5 +384,66 @@ async fn backdated_rounds_do_not_visit_newer_legacy_points() {
     assert_eq!(
         small, large,
         "Redis commands for one back-dated round behind 100 vs 20 000 legacy points"
+    );
+}
+
+/// Two clusters delivering at the same time (a fleet moved to a new ensemble while the old
+/// one still runs, or two fleets on one API) are two successions of leaders: their
+/// interleaved rounds are not leader changes, a change in one is found against that
+/// cluster's own previous round, also when batches of both clusters share one script call
+/// and when the changing round arrives late. (Earlier versions kept one time order for
+/// all clusters and recorded a change at every alternation.)
+#[tokio::test]
+async fn clusters_delivering_together_have_their_own_successions() {
+    let app = App::start("leaders-clusters").await;
+    let store = &app.state.store;
+    let east = ClusterId::parse("east").expect("cluster id");
+    let east_leader = |r: u64| if r < 4 { "east-a" } else { "east-b" };
+    let east_round = |r: u64| {
+        let mut a = average(r, T0 + r as i64 * 1000 + 500, 1.0, 3, east_leader(r), 1);
+        a.result.cluster = east.clone();
+        NewPoint::Round(a)
+    };
+    let default_round =
+        |r: u64| NewPoint::Round(average(r, T0 + r as i64 * 1000, 2.0, 3, "west-a", 1));
+    // Rounds 1..=8 of both clusters, interleaved in time, each pair sent concurrently (one
+    // script call); east's round 4, its first with the new leader, held back.
+    for r in 1..=8 {
+        let d = [default_round(r)];
+        if r == 4 {
+            ingest(&app, &d).await;
+            continue;
+        }
+        let e = [east_round(r)];
+        let (a, b) = futures::join!(store.ingest(&d), store.ingest(&e));
+        for results in [a.expect("ingest"), b.expect("ingest")] {
+            assert!(results.iter().all(|r| r.status == IngestStatus::Stored));
+        }
+    }
+    let got = store.leader_changes(T0, T0 + HOUR).await.expect("changes");
+    assert_eq!(
+        summary(&got),
+        vec![change(T0 + 5_500, 5, 1, "east-a", "east-b")],
+        "east's change, against its own round 3; no change between the clusters"
+    );
+    // The late round moves the change to itself.
+    ingest(&app, &[east_round(4)]).await;
+    let got = store.leader_changes(T0, T0 + HOUR).await.expect("changes");
+    assert_eq!(
+        summary(&got),
+        vec![change(T0 + 4_500, 4, 1, "east-a", "east-b")]
+    );
+
+    // Retention removes both clusters' index entries with their points (up to default's
+    // round 5 at 5.0 s: east's rounds 1..=4 too). A round stored again before every
+    // remaining east round has no predecessor; its successor is east's round 5.
+    store.trim_before(T0 + 5_000).await.expect("trim");
+    let mut again = average(3, T0 + 3_500, 1.0, 3, "east-z", 1);
+    again.result.cluster = east.clone();
+    ingest(&app, &[NewPoint::Round(again)]).await;
+    let got = store.leader_changes(T0, T0 + HOUR).await.expect("changes");
+    assert_eq!(
+        summary(&got),
+        vec![change(T0 + 5_500, 5, 1, "east-z", "east-b")]
     );
 }

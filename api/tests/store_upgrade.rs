@@ -90,6 +90,17 @@ async fn a_pre_upgrade_deployment_reads_unchanged_and_grows_exactly() {
         ingest_v1(&mut conn, &prefix, chunk).await;
     }
 
+    // The round index of the previous version (one time order for every cluster) is
+    // rebuilt per cluster by the migration and then deleted.
+    let v1_index = format!("{prefix}:roundidx");
+    let _: u64 = redis::cmd("ZADD")
+        .arg(&v1_index)
+        .arg(0)
+        .arg("10000001767225601000 r:00000000000000000001 00000000000000000001 node-a")
+        .query_async(&mut conn)
+        .await
+        .expect("zadd");
+
     let store = Store::open(
         &redis.url(),
         &StoreConfig {
@@ -128,6 +139,18 @@ async fn a_pre_upgrade_deployment_reads_unchanged_and_grows_exactly() {
             IngestStatus::Stored
         ]
     );
+    let state: Option<String> = redis::cmd("GET")
+        .arg(format!("{prefix}:roundidx2:state"))
+        .query_async(&mut conn)
+        .await
+        .expect("get");
+    assert_eq!(state.as_deref(), Some("ready"), "migration complete");
+    let v1_left: u64 = redis::cmd("EXISTS")
+        .arg(&v1_index)
+        .query_async(&mut conn)
+        .await
+        .expect("exists");
+    assert_eq!(v1_left, 0, "the previous index is deleted");
     let changes: Vec<(u64, String, String)> = store
         .leader_changes(T0, T0 + HOUR)
         .await
@@ -159,6 +182,12 @@ async fn a_pre_upgrade_deployment_reads_unchanged_and_grows_exactly() {
     // Retention trims points, index entries and both rollup layouts.
     store.trim_before(T0 + HOUR).await.expect("trim");
     assert_eq!(store.count().await.expect("count"), 0);
+    let index_left: u64 = redis::cmd("ZCARD")
+        .arg(format!("{prefix}:roundidx2"))
+        .query_async(&mut conn)
+        .await
+        .expect("zcard");
+    assert_eq!(index_left, 0, "index entries trimmed with their points");
     assert!(store
         .buckets(T0, T0 + HOUR, 10_000)
         .await

@@ -20,7 +20,7 @@
 //! (Redis down, too slow) fails every batch of its group with the same error.
 //!
 //! KEYS: rec, time, legacy_seq, rollup, leaders, clusters, roundidx, roundidx_state,
-//! rollidx per level, then per batch its cluster's fence and last_round.
+//! rollidx per level, roundidx_v1, then per batch its cluster's fence and last_round.
 //! ARGV: nlevels, steps..., nbatches, then per batch: cluster id, nitems, then per item:
 //! kind ("r"/"l"), round (20 digits), value, fencing (20 digits), taken_at_ms, samples,
 //! json, leader (node round members are `r:<round>` for `default`, `r:<round>:<cluster>`
@@ -287,6 +287,7 @@ impl Writer {
         for idx in &k.rollidx {
             inv.key(idx);
         }
+        inv.key(&k.roundidx_v1);
         for job in group {
             inv.key(&job.fence_key).key(&job.last_key);
         }

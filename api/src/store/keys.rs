@@ -18,6 +18,9 @@ pub(super) struct Keys {
     pub(super) leaders: String,
     pub(super) roundidx: String,
     pub(super) roundidx_state: String,
+    /// The round index of earlier versions (one time order for all clusters), deleted by
+    /// the ingest script once `roundidx` is complete.
+    pub(super) roundidx_v1: String,
 }
 
 impl Keys {
@@ -32,8 +35,9 @@ impl Keys {
             legacy_seq: format!("{prefix}:legacy_seq"),
             leaders: format!("{prefix}:leaders"),
             rollup: format!("{prefix}:rollup"),
-            roundidx: format!("{prefix}:roundidx"),
-            roundidx_state: format!("{prefix}:roundidx:state"),
+            roundidx: format!("{prefix}:roundidx2"),
+            roundidx_state: format!("{prefix}:roundidx2:state"),
+            roundidx_v1: format!("{prefix}:roundidx"),
             roll: ROLLUP_STEPS_MS
                 .iter()
                 .map(|s| format!("{prefix}:roll:{s}"))

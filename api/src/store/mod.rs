@@ -17,8 +17,8 @@
 //! | `P:roll:<step>`    | hash   | bucket start → the same: written by versions before `P:rollup`, still read and trimmed |
 //! | `P:rollidx:<step>` | zset   | bucket start scored by itself (which buckets exist)        |
 //! | `P:leaders`        | zset   | one entry per leader change, scored by `taken_at_ms`       |
-//! | `P:roundidx`       | zset   | node rounds only, all scored 0, ordered by text: `<enc(taken_at_ms)> <member> <fencing, 20 digits> <leader>` |
-//! | `P:roundidx:state` | string | `ready` once `P:roundidx` holds every stored node round (see Upgrades) |
+//! | `P:roundidx2`       | zset   | node rounds only, all scored 0, ordered by text: `<cluster> <enc(taken_at_ms)> <member> <fencing, 20 digits> <leader>` |
+//! | `P:roundidx2:state` | string | `ready` once `P:roundidx2` holds every stored node round (see Upgrades) |
 //!
 //! A *member* names one stored point: `r:<round, 20 digits>` for a node round of the
 //! default cluster, `r:<round, 20 digits>:<cluster id>` for one of another cluster, and
@@ -46,13 +46,16 @@
 //!   entirely before the cutoff). A bucket is the merge of its `P:roll:<step>` part (from
 //!   before the upgrade) and its `P:rollup` part; one ingest call reads every bucket it
 //!   touches with one `HMGET` and writes them with one `HSET`, whatever the batch size.
-//! * `P:roundidx` holds exactly the stored node rounds (retention removes entries with
-//!   their points). `enc` (in `lua/common.lua`) makes text order equal time order, so the
-//!   neighbours of a round among node rounds are one `ZREVRANGEBYLEX`/`ZRANGEBYLEX` each,
-//!   carry their leader and fencing token, and legacy points are never visited.
+//! * `P:roundidx2` holds exactly the stored node rounds (retention removes entries with
+//!   their points). The cluster comes first and `enc` (in `lua/common.lua`) makes text
+//!   order equal time order, so each cluster's rounds are one time-ordered range and the
+//!   neighbours of a round among its cluster's rounds are one
+//!   `ZREVRANGEBYLEX`/`ZRANGEBYLEX` each, carry their leader and fencing token, and legacy
+//!   points and other clusters' rounds are never visited.
 //! * `P:leaders` holds an entry for a node round exactly when its leader differs from the
-//!   leader of the nearest earlier stored node round in time order (`taken_at_ms`, then
-//!   member; legacy points are skipped, they have no leader). The ingest script keeps this
+//!   leader of the nearest earlier stored node round *of the same cluster* in time order
+//!   (`taken_at_ms`, then member; legacy points are skipped, they have no leader; two
+//!   clusters delivering at the same time are two successions, not one alternating). The ingest script keeps this
 //!   true for out-of-order arrivals too: storing a round re-evaluates both the round and the
 //!   next stored node round after it. An entry is `<round, 20 digits> <fencing token>
 //!   <JSON ["previous leader","new leader"]>`. Entries are not backfilled: points stored
@@ -60,15 +63,17 @@
 //!   first round stored afterwards is compared with its stored predecessor as usual).
 //!
 //! # Upgrades
-//! Data written before `P:rollup` and `P:roundidx` existed reads unchanged: old rollup
+//! Data written before `P:rollup` and `P:roundidx2` existed reads unchanged: old rollup
 //! hashes are merged into every read and trimmed by retention. The ingest script migrates
-//! once, in place and incrementally: while `P:roundidx:state` is not `ready` it holds how
+//! once, in place and incrementally: while `P:roundidx2:state` is not `ready` it holds how
 //! many points of `P:time` (newest first) have been indexed, and each ingest call indexes
 //! the node rounds among the next 1 000 (a few milliseconds of Redis time) and finds
 //! neighbours with the old scan of `P:time` until the index is complete. A fresh
-//! deployment is `ready` on its first ingest.
+//! deployment is `ready` on its first ingest. The index of earlier versions, `P:roundidx`
+//! (one time order for all clusters, so leader changes were computed across clusters),
+//! is rebuilt this way as `P:roundidx2` and then deleted (`UNLINK`).
 //! Upgrade all instances sharing a Redis together: a round an older instance stores after
-//! the migration is missing from `P:roundidx` (reads stay exact, its leader change may be
+//! the migration is missing from `P:roundidx2` (reads stay exact, its leader change may be
 //! missed).
 //!
 //! # Failure behaviour
@@ -159,7 +164,7 @@ struct Scripts {
     trim_rollups: Script,
 }
 
-/// Lua shared by every script (`enc`/`dec` of P:roundidx keys, rollup number text).
+/// Lua shared by every script (`enc`/`dec` of P:roundidx2 keys, rollup number text).
 const COMMON_LUA: &str = include_str!("lua/common.lua");
 
 /// A store script: [`COMMON_LUA`] followed by `body`.

@@ -1,7 +1,7 @@
 -- Shared by every script of the store (prepended to each by store/mod.rs).
 
 -- A time (epoch ms, |ms| < 2^53) as text whose byte order is the numeric order: the key
--- of P:roundidx entries, a sorted set whose members are all scored 0 and ordered by text.
+-- of P:roundidx2 entries, a sorted set whose members are all scored 0 and ordered by text.
 local function enc(ms)
   if ms >= 0 then return '1' .. string.format('%016d', ms) end
   return '0' .. string.format('%016d', 9007199254740992 + ms)

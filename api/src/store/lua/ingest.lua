@@ -10,7 +10,9 @@ for i = 1, nlevels do steps[i] = tonumber(ARGV[1 + i]) end
 local nbatches = tonumber(ARGV[2 + nlevels])
 local REC, TIME, SEQ, ROLLUP, LK, CLUSTERS, IDX, IDXSTATE =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local NSHARED = 8 + nlevels
+-- The index of earlier versions, deleted once P:roundidx2 is complete.
+local OLDIDX = KEYS[9 + nlevels]
+local NSHARED = 9 + nlevels
 local W = 8
 
 -- Per-cluster fence and last round, read once per call and written once at its end.
@@ -25,7 +27,7 @@ local function fence_of(key)
   return f
 end
 
--- This call's writes of records (P:rec), times (P:time) and index entries (P:roundidx),
+-- This call's writes of records (P:rec), times (P:time) and index entries (P:roundidx2),
 -- applied in bulk, one command per structure (a command from Lua costs several times what
 -- one more element of it costs). Every read below that could see them (the index range
 -- searches, the pre-migration scans) flushes them first, so reads always see this call's
@@ -52,7 +54,15 @@ local function flush_writes()
   if #w_idx > 0 then bulk('ZADD', IDX, w_idx); w_idx = {} end
 end
 
--- One-time migration of a deployment from before P:roundidx (in-script, incremental):
+-- The cluster of a node-round member: `r:<20 digits>` is the default cluster's,
+-- `r:<20 digits>:<cluster>` another's.
+local function cluster_of(member)
+  if #member > 22 then return string.sub(member, 24) end
+  return 'default'
+end
+
+-- One-time migration of a deployment from before P:roundidx2 (in-script, incremental; a
+-- deployment with the earlier P:roundidx, whose entries lack the cluster, is indexed anew):
 -- while IDXSTATE is not 'ready' it holds how many points of P:time, newest first, have
 -- been indexed; each call indexes the node rounds among the next BACKFILL of them. Walking
 -- by rank from the newest never skips a point: new points only shift ranks up (a point is
@@ -81,11 +91,13 @@ local function ensure_index()
         local a = cjson.decode(j)
         local f = string.match(j, '"fencing":(%d+)') or '0'
         f = string.rep('0', 20 - #f) .. f
-        redis.call('ZADD', IDX, 0, enc(scores[i]) .. ' ' .. members[i] .. ' ' .. f .. ' ' .. a.leader)
+        redis.call('ZADD', IDX, 0, cluster_of(members[i]) .. ' ' .. enc(scores[i]) .. ' ' .. members[i] .. ' ' .. f .. ' ' .. a.leader)
       end
     end
     if #got < BACKFILL * 2 then
       redis.call('SET', IDXSTATE, 'ready')
+      -- The index of earlier versions (one time order for every cluster) is superseded.
+      redis.call('UNLINK', OLDIDX)
       state = 'ready'
     else
       redis.call('SET', IDXSTATE, from + BACKFILL)
@@ -152,19 +164,22 @@ local function flush_rolls()
   bulk('HSET', ROLLUP, args)
 end
 
--- Leader changes (P:leaders). The predecessor and successor of a round among node rounds
--- in time order come from P:roundidx: entries `enc(ms) member fencing leader`, so legacy
--- points are never visited and each lookup is one O(log n) range read.
+-- Leader changes (P:leaders). The predecessor and successor of a round among its
+-- cluster's node rounds in time order come from P:roundidx2: entries
+-- `cluster enc(ms) member fencing leader`, so each cluster's rounds are one contiguous,
+-- time-ordered range (another cluster's rounds, delivered at the same time, are never a
+-- neighbour), legacy points are never visited, and each lookup is one O(log n) range read.
 local function change(round20, fencing, prev, leader)
   return round20 .. ' ' .. fencing .. ' ' .. cjson.encode({prev, leader})
 end
 local function parse_entry(e)
-  local m_enc, member, fencing, leader = string.match(e, '^(%d+) (%S+) (%d+) (.*)$')
+  local m_enc, member, fencing, leader = string.match(e, '^%S+ (%d+) (%S+) (%d+) (.*)$')
   return dec(m_enc), member, fencing, leader
 end
--- Pre-migration fallback: the nearest node round strictly before (dir < 0) or after
--- (dir > 0) the position (ms, member) in P:time, skipping legacy points.
-local function scan_neighbour(ms, member, dir)
+-- Pre-migration fallback: the nearest node round of `cluster` strictly before (dir < 0) or
+-- after (dir > 0) the position (ms, member) in P:time, skipping legacy points and other
+-- clusters' rounds.
+local function scan_neighbour(cluster, ms, member, dir)
   flush_writes()
   local offset, chunk = 0, 2
   while true do
@@ -179,7 +194,7 @@ local function scan_neighbour(ms, member, dir)
       local m, s = got[i], tonumber(got[i + 1])
       local beyond
       if dir < 0 then beyond = (s < ms) or (m < member) else beyond = (s > ms) or (m > member) end
-      if beyond and string.sub(m, 1, 2) == 'r:' then
+      if beyond and string.sub(m, 1, 2) == 'r:' and cluster_of(m) == cluster then
         local j = redis.call('HGET', REC, m)
         if j then
           return s, m, (string.match(j, '"fencing":(%d+)') or '0'), cjson.decode(j).leader
@@ -190,46 +205,46 @@ local function scan_neighbour(ms, member, dir)
     if chunk < 4096 then chunk = chunk * 2 end
   end
 end
--- The greatest P:roundidx entry and its time, once read (newest == nil: not read yet;
--- false: the index is empty). A live fleet's rounds usually arrive in time order: a round
--- strictly later than it has it as predecessor and no successor, which saves both range
--- reads. Times are compared as numbers, never entries as Lua strings (Lua compares strings
--- with the server's locale, not byte order).
-local newest, newest_ms, newest_member, newest_leader = nil, nil, nil, nil
-local function read_newest()
+-- Per cluster, its greatest P:roundidx2 entry, once read: {entry, ms, member, leader}, or
+-- false when the cluster has none (absent: not read yet). A cluster's rounds usually
+-- arrive in time order: a round strictly later than it has it as predecessor and no
+-- successor, which saves both range reads. Times are compared as numbers, never entries as
+-- Lua strings (Lua compares strings with the server's locale, not byte order).
+local newest = {}
+local function read_newest(cluster)
   flush_writes()
-  local e = redis.call('ZRANGE', IDX, -1, -1)[1]
+  local e = redis.call('ZREVRANGEBYLEX', IDX, '(' .. cluster .. '!', '[' .. cluster .. ' ', 'LIMIT', 0, 1)[1]
   if e then
-    local ignored
-    newest = e
-    newest_ms, newest_member, ignored, newest_leader = parse_entry(e)
+    local ms, member, ignored, leader = parse_entry(e)
+    newest[cluster] = {e, ms, member, leader}
   else
-    newest = false
+    newest[cluster] = false
   end
 end
-local function neighbours(ms, member, key)
+local function neighbours(cluster, ms, member, key)
   if not indexed then
-    local ps, pm, pf, pl = scan_neighbour(ms, member, -1)
-    local ns, nm, nf, nl = scan_neighbour(ms, member, 1)
+    local ps, pm, pf, pl = scan_neighbour(cluster, ms, member, -1)
+    local ns, nm, nf, nl = scan_neighbour(cluster, ms, member, 1)
     return pm, pl, ns, nm, nf, nl
   end
   local pm, pl, ns, nm, nf, nl, ignored
-  if newest == nil then read_newest() end
-  if not newest then return nil end
-  if ms > newest_ms then return newest_member, newest_leader end
+  if newest[cluster] == nil then read_newest(cluster) end
+  local top = newest[cluster]
+  if not top then return nil end
+  if ms > top[2] then return top[3], top[4] end
   flush_writes()
-  local p = redis.call('ZREVRANGEBYLEX', IDX, '(' .. key .. ' ', '-', 'LIMIT', 0, 1)[1]
+  local p = redis.call('ZREVRANGEBYLEX', IDX, '(' .. key .. ' ', '[' .. cluster .. ' ', 'LIMIT', 0, 1)[1]
   if p then ignored, pm, ignored, pl = parse_entry(p) end
-  local n = redis.call('ZRANGEBYLEX', IDX, '(' .. key .. '!', '+', 'LIMIT', 0, 1)[1]
+  local n = redis.call('ZRANGEBYLEX', IDX, '(' .. key .. '!', '(' .. cluster .. '!', 'LIMIT', 0, 1)[1]
   if n then ns, nm, nf, nl = parse_entry(n) end
   return pm, pl, ns, nm, nf, nl
 end
 -- Keeps P:leaders exact after storing node round `member`: its own entry, and the entry
 -- of the next node round (whose predecessor it now is).
-local function track_leader(member, ms, leader, fencing)
+local function track_leader(cluster, member, ms, leader, fencing)
   local round20 = string.sub(member, 3, 22)
-  local key = enc(ms) .. ' ' .. member
-  local pm, pl, ns, nm, nf, nl = neighbours(ms, member, key)
+  local key = cluster .. ' ' .. enc(ms) .. ' ' .. member
+  local pm, pl, ns, nm, nf, nl = neighbours(cluster, ms, member, key)
   if pm and pl ~= leader then redis.call('ZADD', LK, ms, change(round20, fencing, pl, leader)) end
   if nm then
     local n20 = string.sub(nm, 3, 22)
@@ -241,10 +256,11 @@ local function track_leader(member, ms, leader, fencing)
   local entry = key .. ' ' .. fencing .. ' ' .. leader
   w_idx[#w_idx + 1] = 0
   w_idx[#w_idx + 1] = entry
-  if newest == false or (newest and ms > newest_ms) then
-    newest, newest_ms, newest_member, newest_leader = entry, ms, member, leader
-  elseif newest and ms == newest_ms then
-    newest = nil -- equal times: which entry is greater is read again when needed
+  local top = newest[cluster]
+  if top == false or (top and ms > top[2]) then
+    newest[cluster] = {entry, ms, member, leader}
+  elseif top and ms == top[2] then
+    newest[cluster] = nil -- equal times: which entry is greater is read again when needed
   end
 end
 
@@ -334,7 +350,7 @@ for b = 1, nbatches do
         w_time[#w_time + 1] = ms
         w_time[#w_time + 1] = member
         add_roll(ms, tonumber(ARGV[o + 3]), tonumber(ARGV[o + 6]))
-        if kind == 'r' then track_leader(member, ms, ARGV[o + 8], ARGV[o + 4]) end
+        if kind == 'r' then track_leader(cluster, member, ms, ARGV[o + 8], ARGV[o + 4]) end
       end
       out[#out + 1] = statuses[i + 1]
       out[#out + 1] = member
