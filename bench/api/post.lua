@@ -1,5 +1,8 @@
--- wrk script: POST /api/v1/averages with a fresh round per request (unique per thread),
--- the same fencing token, and a valid RFC 3339 time; every request stores a new point.
+-- wrk script: POST /api/v1/averages with a fresh round per request, the same fencing
+-- token, and a valid RFC 3339 time; every request stores a new point. Each wrk thread is
+-- one fleet: thread 1 delivers to the default cluster, thread N to cluster `bench-N`,
+-- each in time order, as one leader per cluster does (two threads writing one cluster
+-- would interleave two time sequences, which no fleet produces).
 -- Optional arguments (wrk ... -- BASE HOUR): BASE is added to every round, so that
 -- successive runs against one Redis store new rounds instead of answering duplicates;
 -- HOUR (0-23, default 0) is the hour of 2026-01-01 the times fall in, so a later run can
@@ -15,8 +18,11 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
+local cluster = ''
+
 function init(args)
   thread_id = tonumber(tid) or 1
+  if thread_id > 1 then cluster = string.format(',"cluster":"bench-%d"', thread_id) end
   base = tonumber(args[1]) or 0
   hour = tonumber(args[2]) or 0
   counter = 0
@@ -24,9 +30,9 @@ end
 
 function request()
   counter = counter + 1
-  local round = base + thread_id * 100000000 + counter
+  local round = base + counter
   local body = string.format(
-    '{"round":%d,"value":%.2f,"samples":3,"leader":"bench","fencing":1,"taken_at":"2026-01-01T%02d:%02d:%02d.%03dZ"}',
-    round, 20 + (counter % 100) / 10, hour, math.floor(counter / 60000) % 60, math.floor(counter / 1000) % 60, counter % 1000)
+    '{"round":%d,"value":%.2f,"samples":3,"leader":"bench","fencing":1,"taken_at":"2026-01-01T%02d:%02d:%02d.%03dZ"%s}',
+    round, 20 + (counter % 100) / 10, hour, math.floor(counter / 60000) % 60, math.floor(counter / 1000) % 60, counter % 1000, cluster)
   return wrk.format("POST", "/api/v1/averages", {["Content-Type"] = "application/json", ["Authorization"] = "Bearer bench-token-0123456789"}, body)
 end

@@ -205,63 +205,100 @@ local function scan_neighbour(cluster, ms, member, dir)
     if chunk < 4096 then chunk = chunk * 2 end
   end
 end
--- Per cluster, its greatest P:roundidx2 entry, once read: {entry, ms, member, leader}, or
--- false when the cluster has none (absent: not read yet). A cluster's rounds usually
--- arrive in time order: a round strictly later than it has it as predecessor and no
--- successor, which saves both range reads. Times are compared as numbers, never entries as
--- Lua strings (Lua compares strings with the server's locale, not byte order).
-local newest = {}
-local function read_newest(cluster)
-  flush_writes()
-  local e = redis.call('ZREVRANGEBYLEX', IDX, '(' .. cluster .. '!', '[' .. cluster .. ' ', 'LIMIT', 0, 1)[1]
-  if e then
-    local ms, member, ignored, leader = parse_entry(e)
-    newest[cluster] = {e, ms, member, leader}
-  else
-    newest[cluster] = false
+-- What this call knows of each cluster's end of the index, so that most neighbour
+-- searches need no Redis read: `top`, the cluster's greatest entry before this call
+-- ({ms, member, leader}, or false for none), read once; `tail`, the entries this call
+-- added after it, in time order ({ms, member, fencing, leader}). A round later than `top`
+-- finds both neighbours in `tail` (or `top`) by a binary search on time. Every other case
+-- (a round not later than `top`; a time equal to a tail entry's, whose order against it
+-- would need a byte-order comparison of members, which Lua's locale-dependent string
+-- comparison does not give; and for the rest of the call once such a tie was stored)
+-- flushes the pending writes and searches the index in Redis.
+local views = {}
+local function view(cluster)
+  local v = views[cluster]
+  if v == nil then
+    -- No entry of this cluster is pending yet: every one went through this view.
+    local e = redis.call('ZREVRANGEBYLEX', IDX, '(' .. cluster .. '!', '[' .. cluster .. ' ', 'LIMIT', 0, 1)[1]
+    local top = false
+    if e then
+      local ms, member, ignored, leader = parse_entry(e)
+      top = {ms, member, leader}
+    end
+    v = {top = top, tail = {}, exact = true}
+    views[cluster] = v
   end
+  return v
 end
+-- The first position in `tail` whose time is >= ms (#tail + 1 when none).
+local function tail_position(tail, ms)
+  local n = #tail
+  if n == 0 or tail[n][1] < ms then return n + 1 end
+  local lo, hi = 1, n
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if tail[mid][1] < ms then lo = mid + 1 else hi = mid end
+  end
+  return lo
+end
+-- Predecessor (member, leader) and successor (ms, member, fencing, leader) of a new round
+-- among its cluster's rounds; the last value is its position in `tail` when it belongs
+-- there and was answered from memory.
 local function neighbours(cluster, ms, member, key)
   if not indexed then
     local ps, pm, pf, pl = scan_neighbour(cluster, ms, member, -1)
     local ns, nm, nf, nl = scan_neighbour(cluster, ms, member, 1)
-    return pm, pl, ns, nm, nf, nl
+    return pm, pl, ns, nm, nf, nl, nil
   end
   local pm, pl, ns, nm, nf, nl, ignored
-  if newest[cluster] == nil then read_newest(cluster) end
-  local top = newest[cluster]
-  if not top then return nil end
-  if ms > top[2] then return top[3], top[4] end
+  local v = view(cluster)
+  local top, tail = v.top, v.tail
+  if v.exact and ((not top) or ms > top[1]) then
+    local at = tail_position(tail, ms)
+    if at > #tail or tail[at][1] > ms then
+      if at > 1 then
+        pm, pl = tail[at - 1][2], tail[at - 1][4]
+      elseif top then
+        pm, pl = top[2], top[3]
+      end
+      if at <= #tail then
+        local t = tail[at]
+        ns, nm, nf, nl = t[1], t[2], t[3], t[4]
+      end
+      return pm, pl, ns, nm, nf, nl, at
+    end
+    v.exact = false -- a tie with a tail entry: the tail order is no longer known
+  end
   flush_writes()
   local p = redis.call('ZREVRANGEBYLEX', IDX, '(' .. key .. ' ', '[' .. cluster .. ' ', 'LIMIT', 0, 1)[1]
   if p then ignored, pm, ignored, pl = parse_entry(p) end
   local n = redis.call('ZRANGEBYLEX', IDX, '(' .. key .. '!', '(' .. cluster .. '!', 'LIMIT', 0, 1)[1]
   if n then ns, nm, nf, nl = parse_entry(n) end
-  return pm, pl, ns, nm, nf, nl
+  return pm, pl, ns, nm, nf, nl, nil
 end
 -- Keeps P:leaders exact after storing node round `member`: its own entry, and the entry
 -- of the next node round (whose predecessor it now is).
 local function track_leader(cluster, member, ms, leader, fencing)
   local round20 = string.sub(member, 3, 22)
   local key = cluster .. ' ' .. enc(ms) .. ' ' .. member
-  local pm, pl, ns, nm, nf, nl = neighbours(cluster, ms, member, key)
+  local pm, pl, ns, nm, nf, nl, at = neighbours(cluster, ms, member, key)
   if pm and pl ~= leader then redis.call('ZADD', LK, ms, change(round20, fencing, pl, leader)) end
   if nm then
     local n20 = string.sub(nm, 3, 22)
-    for _, e in ipairs(redis.call('ZRANGEBYSCORE', LK, ns, ns)) do
-      if string.sub(e, 1, 20) == n20 then redis.call('ZREM', LK, e) end
+    -- A successor found in this call's tail has a change entry exactly when its leader
+    -- differs from its predecessor's until now, which is this round's predecessor; one
+    -- found in Redis may have one: look.
+    local had = (not at) or (pm ~= nil and pl ~= nl)
+    if had then
+      for _, e in ipairs(redis.call('ZRANGEBYSCORE', LK, ns, ns)) do
+        if string.sub(e, 1, 20) == n20 then redis.call('ZREM', LK, e) end
+      end
     end
     if nl ~= leader then redis.call('ZADD', LK, ns, change(n20, nf, leader, nl)) end
   end
-  local entry = key .. ' ' .. fencing .. ' ' .. leader
   w_idx[#w_idx + 1] = 0
-  w_idx[#w_idx + 1] = entry
-  local top = newest[cluster]
-  if top == false or (top and ms > top[2]) then
-    newest[cluster] = {entry, ms, member, leader}
-  elseif top and ms == top[2] then
-    newest[cluster] = nil -- equal times: which entry is greater is read again when needed
-  end
+  w_idx[#w_idx + 1] = key .. ' ' .. fencing .. ' ' .. leader
+  if at then table.insert(views[cluster].tail, at, {ms, member, fencing, leader}) end
 end
 
 
