@@ -29,13 +29,14 @@
 //! member (empty otherwise).
 //!
 //! Cost: one script call per group. Per call: one `HMGET` of every round the group names
-//! (duplicate check), the fence and last round of each cluster, the newest round-index
-//! entry, one `HMGET`/`HSET` for every touched rollup bucket, and one bulk `HSET` (records)
+//! (duplicate check), the fence and last round of each cluster, each cluster's newest
+//! round-index entry, one `HMGET`/`HSET` for every touched rollup bucket, one bulk `HSET` (records)
 //! and two bulk `ZADD`s (time index, round index) for all the group's new points. Per
-//! round appended after the newest: no Redis command of its own. A round older than the
-//! newest adds two index reads (its neighbours, after the call's pending writes are
-//! flushed) and the re-evaluation of its successor's leader change, however many legacy
-//! points lie around it.
+//! round later than its cluster's newest index entry before the call: no Redis command
+//! of its own (its neighbours are known from that entry and the call's own rounds). Any
+//! other round adds two index reads (after the call's pending writes are flushed) and the
+//! re-evaluation of its successor's leader change, however many legacy points or other
+//! clusters' rounds lie around it.
 
 use std::sync::Arc;
 
