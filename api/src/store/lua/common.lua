@@ -14,5 +14,18 @@ local function dec(text)
   return n - 9007199254740992
 end
 
+-- The member of node round `round20` (20 digits) of `cluster` (`keys::round_member` in
+-- Rust builds the same): `r:<round>` for the default cluster, `r:<round>:<cluster>` else.
+local function round_member(cluster, round20)
+  if cluster == 'default' then return 'r:' .. round20 end
+  return 'r:' .. round20 .. ':' .. cluster
+end
+
+-- The cluster of a node-round member (the inverse of round_member).
+local function cluster_of(member)
+  if #member > 22 then return string.sub(member, 24) end
+  return 'default'
+end
+
 -- A number as rollup text (integers print without exponent up to 2^53).
 local function num(x) return string.format('%.17g', x) end

@@ -54,13 +54,6 @@ local function flush_writes()
   if #w_idx > 0 then bulk('ZADD', IDX, w_idx); w_idx = {} end
 end
 
--- The cluster of a node-round member: `r:<20 digits>` is the default cluster's,
--- `r:<20 digits>:<cluster>` another's.
-local function cluster_of(member)
-  if #member > 22 then return string.sub(member, 24) end
-  return 'default'
-end
-
 -- One-time migration of a deployment from before P:roundidx2 (in-script, incremental; a
 -- deployment with the earlier P:roundidx, whose entries lack the cluster, is indexed anew):
 -- while IDXSTATE is not 'ready' it holds how many points of P:time, newest first, have
@@ -308,11 +301,9 @@ do
   local members, arg = {}, 3 + nlevels
   for b = 1, nbatches do
     local cluster, nitems = ARGV[arg], tonumber(ARGV[arg + 1])
-    local suffix = ''
-    if cluster ~= 'default' then suffix = ':' .. cluster end
     for i = 0, nitems - 1 do
       local o = arg + 1 + i * W
-      if ARGV[o + 1] == 'r' then members[#members + 1] = 'r:' .. ARGV[o + 2] .. suffix end
+      if ARGV[o + 1] == 'r' then members[#members + 1] = round_member(cluster, ARGV[o + 2]) end
     end
     arg = arg + 2 + nitems * W
   end
@@ -331,8 +322,6 @@ for b = 1, nbatches do
   local nitems = tonumber(ARGV[arg + 1])
   local base = arg + 1
   arg = arg + 2 + nitems * W
-  local suffix = ''
-  if cluster ~= 'default' then suffix = ':' .. cluster end
   local fence = fence_of(FENCE)
   local statuses = {}
   local pending = {}
@@ -340,7 +329,7 @@ for b = 1, nbatches do
   for i = 0, nitems - 1 do
     local o = base + i * W
     if ARGV[o + 1] == 'r' then
-      local member = 'r:' .. ARGV[o + 2] .. suffix
+      local member = round_member(cluster, ARGV[o + 2])
       local value = tonumber(ARGV[o + 3])
       local fencing = ARGV[o + 4]
       local prev = pending[member]
@@ -374,7 +363,7 @@ for b = 1, nbatches do
       local member = ''
       if statuses[i + 1] == 'stored' then
         if kind == 'r' then
-          member = 'r:' .. ARGV[o + 2] .. suffix
+          member = round_member(cluster, ARGV[o + 2])
           if (not top_round) or ARGV[o + 2] > top_round then top_round = ARGV[o + 2] end
           -- Later batches of this call see it as stored.
           stored_value[member] = pending[member]

@@ -14,8 +14,7 @@ local done = {}
 for i = 1, #members do
   local m = members[i]
   if string.sub(m, 1, 2) == 'r:' then
-    local cluster = 'default'
-    if #m > 22 then cluster = string.sub(m, 24) end
+    local cluster = cluster_of(m)
     if not done[cluster] then
       done[cluster] = true
       redis.call('ZREMRANGEBYLEX', KEYS[3], '[' .. cluster .. ' ',
