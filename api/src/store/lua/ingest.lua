@@ -124,10 +124,12 @@ local function add_roll(ms, value, samples)
 end
 local function flush_rolls()
   if #touched == 0 then return end
-  local fields = {}
+  -- Bucket starts are integers, for which '%d' prints what num() prints, faster.
+  local starts, fields = {}, {}
   for i = 1, #touched do
     local a = touched[i]
-    fields[i] = ARGV[1 + a[8]] .. ':' .. num(a[9])
+    starts[i] = string.format('%d', a[9])
+    fields[i] = ARGV[1 + a[8]] .. ':' .. starts[i]
   end
   local stored = hmget_all(ROLLUP, fields)
   local args = {}
@@ -147,7 +149,7 @@ local function flush_rolls()
       a[7] = a[7] + t[7]
     else
       -- A bucket new to P:rollup (it may exist in the pre-upgrade P:roll:<step>).
-      redis.call('ZADD', KEYS[8 + a[8]], a[9], num(a[9]))
+      redis.call('ZADD', KEYS[8 + a[8]], starts[i], starts[i])
     end
     args[#args + 1] = fields[i]
     -- Values as num() prints them; counts, times and sample totals are integers below
@@ -289,7 +291,7 @@ local function track_leader(cluster, member, ms, leader, fencing)
     end
     if nl ~= leader then redis.call('ZADD', LK, ns, change(n20, nf, leader, nl)) end
   end
-  w_idx[#w_idx + 1] = 0
+  w_idx[#w_idx + 1] = '0'
   w_idx[#w_idx + 1] = key .. ' ' .. fencing .. ' ' .. leader
   if at then table.insert(views[cluster].tail, at, {ms, member, fencing, leader}) end
 end
@@ -373,7 +375,9 @@ for b = 1, nbatches do
         local ms = tonumber(ARGV[o + 5])
         w_rec[#w_rec + 1] = member
         w_rec[#w_rec + 1] = ARGV[o + 7]
-        w_time[#w_time + 1] = ms
+        -- Arguments of redis.call as the strings they arrived as: a Lua number would be
+        -- printed anew.
+        w_time[#w_time + 1] = ARGV[o + 5]
         w_time[#w_time + 1] = member
         add_roll(ms, tonumber(ARGV[o + 3]), tonumber(ARGV[o + 6]))
         if kind == 'r' then track_leader(cluster, member, ms, ARGV[o + 8], ARGV[o + 4]) end
