@@ -7,6 +7,8 @@
 #   * POST /api/v1/averages   (node ingest, a new round per request) beside
 #     redis-benchmark ZADD, and their ratio (target: POST >= 1/2 of ZADD)
 #   * GET  /healthz           (the HTTP floor: same server and layers, no Redis, no body)
+#   * POST of rounds already stored (the ingest floor: the whole ingest path, answered
+#     `duplicate`, nothing written): what POST would reach if storing cost nothing
 #   * GET  /nuevo?dato=       (legacy ingest; leaves tens of thousands of legacy points
 #     newer than every round)
 #   * POST of back-dated rounds after those legacy points (taken_at older than them), and
@@ -100,7 +102,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 
 echo "== load: $CONNS connections, $THREADS wrk threads, ${SECS}s each, loopback, $(nproc) cores shared by everything"
 API_T0=$(cpu_ticks "$API_PID"); REDIS_T0=$(cpu_ticks "$REDIS_PID")
-wrk_run "POST /api/v1/averages (new round)" -s "$HERE/post.lua" "http://127.0.0.1:$APORT" -- 1000000000
+POST_BASE=1000000000 # added to the rounds of the first POST run (post.lua BASE)
+wrk_run "POST /api/v1/averages (new round)" -s "$HERE/post.lua" "http://127.0.0.1:$APORT" -- "$POST_BASE"
 POST_RPS=$LAST_RPS
 # Where the CPU went: microseconds of API and Redis CPU time per POST (the rest of the two
 # cores went to wrk, the kernel's share of loopback, and idle time).
@@ -115,6 +118,20 @@ echo "== CPU per POST: $CPU_SPLIT; at the target (ZADD/2) wrk, API and Redis tog
 # not beat it; its ratio to ZADD says how much of the target the HTTP path alone leaves.
 wrk_run "GET /healthz (HTTP floor, no Redis)" "http://127.0.0.1:$APORT/healthz"
 echo "== ratio floor / ZADD: $(ratio "$LAST_RPS" "$ZADD_RPS"), POST / floor: $(ratio "$POST_RPS" "$LAST_RPS")"
+# The ingest floor: the same POSTs again, every round already stored. Each takes the whole
+# ingest path (HTTP, JSON, group commit, the script's duplicate check) and writes nothing,
+# so no design of what the store writes can make a new round cheaper than this.
+last_round_of() { # wrk thread number -> that thread's cluster's highest stored round
+  local key=bench:last_round
+  [ "$1" -gt 1 ] && key=bench:cluster:bench-$1:last_round
+  redis-cli -p "$RPORT" get "$key"
+}
+WRAP=$(for t in $(seq "$THREADS"); do echo $((10#$(last_round_of "$t") - POST_BASE)); done | sort -n | head -1)
+# (less the last CONNS of them: a request in flight when wrk stopped may have been dropped)
+WRAP=$((WRAP - CONNS))
+POINTS_BEFORE=$(redis-cli -p "$RPORT" zcard bench:time)
+wrk_run "POST already-stored round (no write)" -s "$HERE/post.lua" "http://127.0.0.1:$APORT" -- "$POST_BASE" 0 "$WRAP"
+echo "== ratio no-write POST / ZADD: $(ratio "$LAST_RPS" "$ZADD_RPS"), POST / no-write POST: $(ratio "$POST_RPS" "$LAST_RPS") (points it stored: $(( $(redis-cli -p "$RPORT" zcard bench:time) - POINTS_BEFORE )), repeating $WRAP rounds per thread)"
 NUEVO="http://127.0.0.1:$APORT/nuevo?dato=23.5&token=bench-token-0123456789"
 wrk_run "GET /nuevo (legacy ingest)" "$NUEVO"
 legacy() { redis-cli -p "$RPORT" get bench:legacy_seq; }
