@@ -16,8 +16,10 @@
 //! ingest this saves the per-call work (the `EVALSHA` round trip, script set-up, fence,
 //! last round, and the rollup `HMGET`/`HSET`, which are shared by the group); a lone
 //! request still makes one call at once. A request that gave up (its future dropped, e.g.
-//! by the request timeout) before its group was sent is left out of it. A failing call
-//! (Redis down, too slow) fails every batch of its group with the same error.
+//! by the request timeout) before its group was sent is left out of it. A call that fails
+//! for want of Redis (down, too slow) fails every batch of its group with the same error;
+//! a failing script (one batch names damaged data) is retried one batch per call, so only
+//! that batch fails.
 //!
 //! KEYS: rec, time, legacy_seq, rollup, leaders, clusters, roundidx, roundidx_state,
 //! rollidx per level, roundidx_v1, then per batch its cluster's fence and last_round.
@@ -254,16 +256,30 @@ async fn run_writer(writer: Writer, mut rx: mpsc::Receiver<Job>) {
 
 impl Writer {
     /// Runs one script call for `group` and answers each batch.
+    ///
+    /// A failing script ([`StoreError::Corrupt`]: data under one batch's keys the script
+    /// cannot read, such as a record that is not JSON) is that batch's answer, not its
+    /// neighbours': the batches of a failed group are tried again one call each, so only
+    /// the batch that fails alone fails (without this, a node retrying a batch that names
+    /// a damaged record would fail every batch that shares its call, round after round).
+    /// The script reads every record a group names before it writes any batch's data,
+    /// so such a failure has stored nothing of the group. Outages ([`StoreError::Unavailable`]) fail the whole
+    /// group at once: a second call would only wait for the same timeout.
     async fn commit(&self, group: Vec<Job>) {
         match self.invoke(&group).await {
-            Ok(flat) => {
-                let mut rest = flat.as_slice();
+            Ok(flat) => answer(group, &flat),
+            Err(e @ StoreError::Corrupt(_)) if group.len() > 1 => {
+                tracing::warn!(batches = group.len(), error = %e, "ingest group failed; trying its batches one by one");
                 for job in group {
-                    let (mine, tail) = rest.split_at(job.items * 2);
-                    rest = tail;
-                    let answer = parse(&job.rounds, mine);
-                    // The requester may have given up meanwhile; nothing to do then.
-                    let _ = job.reply.send(answer);
+                    if job.reply.is_closed() {
+                        continue;
+                    }
+                    match self.invoke(std::slice::from_ref(&job)).await {
+                        Ok(flat) => answer(vec![job], &flat),
+                        Err(e) => {
+                            let _ = job.reply.send(Err(e));
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -316,6 +332,17 @@ impl Writer {
             )));
         }
         Ok(flat)
+    }
+}
+
+/// Sends each batch of `group` its part of the script's answer `flat`.
+fn answer(group: Vec<Job>, flat: &[String]) {
+    let mut rest = flat;
+    for job in group {
+        let (mine, tail) = rest.split_at(job.items * 2);
+        rest = tail;
+        // The requester may have given up meanwhile; nothing to do then.
+        let _ = job.reply.send(parse(&job.rounds, mine));
     }
 }
 

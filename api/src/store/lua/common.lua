@@ -27,5 +27,3 @@ local function cluster_of(member)
   return 'default'
 end
 
--- A number as rollup text (integers print without exponent up to 2^53).
-local function num(x) return string.format('%.17g', x) end

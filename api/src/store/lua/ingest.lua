@@ -124,7 +124,7 @@ local function add_roll(ms, value, samples)
 end
 local function flush_rolls()
   if #touched == 0 then return end
-  -- Bucket starts are integers, for which '%d' prints what num() prints, faster.
+  -- Bucket starts are integers below 2^53: '%d' prints them exactly.
   local starts, fields = {}, {}
   for i = 1, #touched do
     local a = touched[i]
@@ -138,7 +138,7 @@ local function flush_rolls()
     local s = stored[i]
     if s then
       -- One match and one format per bucket: the cheapest way through Lua's string
-      -- library (a gmatch loop and a num() call per field cost twice as much).
+      -- library (a gmatch loop and a format call per field cost twice as much).
       local t = {string.match(s, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')}
       for k = 1, 7 do t[k] = tonumber(t[k]) end
       -- Stored points arrived earlier: on equal times the batch's point is the last.
@@ -152,8 +152,9 @@ local function flush_rolls()
       redis.call('ZADD', KEYS[8 + a[8]], starts[i], starts[i])
     end
     args[#args + 1] = fields[i]
-    -- Values as num() prints them; counts, times and sample totals are integers below
-    -- 2^53, for which '%d' prints the same digits at a third of the cost.
+    -- Values with '%.17g' (every double reads back exactly); counts, times and sample
+    -- totals are integers below 2^53, for which '%d' prints the same digits at a third
+    -- of the cost.
     args[#args + 1] = string.format('%d %.17g %.17g %.17g %.17g %d %d', a[1], a[2], a[3], a[4], a[5], a[6], a[7])
   end
   bulk('HSET', ROLLUP, args)
