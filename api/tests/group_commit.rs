@@ -6,7 +6,7 @@ mod support;
 use futures::FutureExt;
 use redis::AsyncCommands;
 use sensor_api::store::{
-    Average, ClusterId, IngestResult, IngestStatus, NewPoint, RoundResult, Store,
+    Average, ClusterId, IngestResult, IngestStatus, NewPoint, RoundResult, Store, StoreError,
 };
 
 fn round(n: u64, value: f64, fencing: u64, leader: &str, cluster: &ClusterId) -> NewPoint {
@@ -238,4 +238,73 @@ async fn batch_given_up_in_the_queue_is_not_applied() {
     // A later batch after it is answered normally.
     let later = store.ingest(&dropped).await.expect("ingest");
     assert_eq!(statuses(&later), vec![IngestStatus::Stored]);
+}
+
+/// A batch that makes the script fail (it names a stored round whose record is damaged:
+/// not JSON) fails alone: the batches that shared its script call are tried again one
+/// call each and stored, and the damaged record is left as it was.
+#[tokio::test(flavor = "current_thread")]
+async fn a_failing_batch_fails_alone() {
+    let redis = testkit::RedisServer::start().expect("redis");
+    let url = redis.url();
+    let mut conn = redis::Client::open(url.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let prefix = support::unique_prefix("poison");
+    let store = Store::open(
+        &url,
+        &sensor_api::store::StoreConfig {
+            key_prefix: prefix.clone(),
+            ..Default::default()
+        },
+    )
+    .expect("store");
+    let d = ClusterId::default();
+    let east = ClusterId::parse("east").expect("cluster id");
+    let seeded = store
+        .ingest(&[round(1, 1.0, 1, "a", &d)])
+        .await
+        .expect("seed");
+    assert_eq!(statuses(&seeded), vec![IngestStatus::Stored]);
+    let rec = format!("{prefix}:rec");
+    let damaged = format!("r:{:020}", 1);
+    let _: () = conn.hset(&rec, &damaged, "not json").await.expect("damage");
+
+    // One group (a current-thread runtime queues all three before the writer runs): a
+    // batch of another cluster, the batch naming the damaged round, a new default round.
+    let batches = [
+        vec![round(1, 7.0, 1, "x", &east)],
+        vec![round(1, 1.0, 1, "a", &d)],
+        vec![round(2, 2.0, 1, "a", &d)],
+    ];
+    let calls_before = script_calls(&mut conn).await;
+    let answers = futures::future::join_all(batches.iter().map(|b| store.ingest(b))).await;
+    let calls = script_calls(&mut conn).await - calls_before;
+    assert!(
+        matches!(&answers[1], Err(StoreError::Corrupt(_))),
+        "the batch naming the damaged record fails: {:?}",
+        answers[1]
+    );
+    for i in [0, 2] {
+        let got = answers[i]
+            .as_ref()
+            .expect("a neighbour of the failing batch");
+        assert_eq!(statuses(got), vec![IngestStatus::Stored], "batch {i}");
+    }
+    assert_eq!(calls, 4, "one group call, then one call per batch");
+
+    let mut members: Vec<String> = conn.hkeys(&rec).await.expect("hkeys");
+    members.sort();
+    assert_eq!(
+        members,
+        vec![
+            damaged.clone(),
+            format!("r:{:020}:east", 1),
+            format!("r:{:020}", 2)
+        ]
+    );
+    let kept: String = conn.hget(&rec, &damaged).await.expect("hget");
+    assert_eq!(kept, "not json");
 }
