@@ -20,6 +20,17 @@
 /// Their ratios are small integers, so any range decomposes into few rollup buckets.
 pub const ROLLUP_STEPS_MS: [i64; 5] = [10_000, 60_000, 300_000, 3_600_000, 86_400_000];
 
+// Each level's step is a multiple of the one before it, so every bucket lies in exactly one
+// bucket of each coarser level: the ingest script derives the coarser levels from the
+// finest buckets it touched, and the planner composes ranges from nested buckets.
+const _: () = {
+    let mut i = 1;
+    while i < ROLLUP_STEPS_MS.len() {
+        assert!(ROLLUP_STEPS_MS[i] % ROLLUP_STEPS_MS[i - 1] == 0);
+        i += 1;
+    }
+};
+
 /// The finest rollup level (10 s).
 pub const FINEST_MS: i64 = ROLLUP_STEPS_MS[0];
 

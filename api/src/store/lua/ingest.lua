@@ -99,31 +99,56 @@ local function ensure_index()
   indexed = state == 'ready'
 end
 
--- Rollups: every item's contribution is merged here first, then each touched bucket is
--- read once (HMGET) and written once (HSET) for the whole call (every batch of the group).
--- Buckets are found by number (level, start); a bucket's field name is formatted once per
--- call, when it is first touched (string.format is the costliest step of the script).
+-- Rollups: every item's contribution is merged into its finest bucket here; at the end of
+-- the call each finest bucket is merged whole into the buckets of the coarser levels
+-- holding it (every step is a multiple of the finest, so a finest bucket lies in exactly
+-- one bucket of each level, and buckets cover disjoint times, so merging them gives what
+-- merging their points one by one gives, at one update per level per finest bucket
+-- instead of per item). Then each touched bucket is read once (HMGET) and written once
+-- (HSET) for the whole call (every batch of the group). Buckets are found by number
+-- (level, start); a bucket's field name is formatted once per call.
 local roll, touched = {}, {}
 for level = 1, nlevels do roll[level] = {} end
+-- Aggregates are {count, sum, min, max, last, last_ms, samples, level, start}.
 local function add_roll(ms, value, samples)
-  for level = 1, nlevels do
-    local start = ms - ms % steps[level]
-    local a = roll[level][start]
-    if a == nil then
-      a = {1, value, value, value, value, ms, samples, level, start}
-      roll[level][start] = a
-      touched[#touched + 1] = a
-    else
-      a[1] = a[1] + 1; a[2] = a[2] + value
-      if value < a[3] then a[3] = value end
-      if value > a[4] then a[4] = value end
-      if ms >= a[6] then a[5] = value; a[6] = ms end
-      a[7] = a[7] + samples
+  local start = ms - ms % steps[1]
+  local a = roll[1][start]
+  if a == nil then
+    a = {1, value, value, value, value, ms, samples, 1, start}
+    roll[1][start] = a
+    touched[#touched + 1] = a
+  else
+    a[1] = a[1] + 1; a[2] = a[2] + value
+    if value < a[3] then a[3] = value end
+    if value > a[4] then a[4] = value end
+    -- On equal times the later item is the last.
+    if ms >= a[6] then a[5] = value; a[6] = ms end
+    a[7] = a[7] + samples
+  end
+end
+local function derive_coarse_rolls()
+  local nfinest = #touched
+  for i = 1, nfinest do
+    local f = touched[i]
+    for level = 2, nlevels do
+      local start = f[9] - f[9] % steps[level]
+      local a = roll[level][start]
+      if a == nil then
+        roll[level][start] = {f[1], f[2], f[3], f[4], f[5], f[6], f[7], level, start}
+        touched[#touched + 1] = roll[level][start]
+      else
+        a[1] = a[1] + f[1]; a[2] = a[2] + f[2]
+        if f[3] < a[3] then a[3] = f[3] end
+        if f[4] > a[4] then a[4] = f[4] end
+        if f[6] > a[6] then a[5] = f[5]; a[6] = f[6] end
+        a[7] = a[7] + f[7]
+      end
     end
   end
 end
 local function flush_rolls()
   if #touched == 0 then return end
+  derive_coarse_rolls()
   -- Bucket starts are integers below 2^53: '%d' prints them exactly.
   local starts, fields = {}, {}
   for i = 1, #touched do
