@@ -21,7 +21,8 @@
 //!
 //! Tests in one binary share a server through [`shared_zk`] / [`shared_redis`] and keep
 //! apart with a chroot ([`unique_chroot`]) or a key prefix; a test that injects faults
-//! starts its own.
+//! starts its own. A shared server is a static, never dropped: its data directory is
+//! removed when the test process exits ([`remove_at_exit`]).
 
 #![warn(missing_docs)]
 
@@ -47,6 +48,7 @@ pub use zookeeper::{
 
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 /// Errors from the harness. Tests usually `expect()` them: a harness failure is a broken
@@ -75,6 +77,38 @@ pub enum HarnessError {
     /// Filesystem trouble preparing a data directory.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Directories [`remove_at_exit`] deletes when the process exits.
+static REMOVE_AT_EXIT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Deletes `dir` (and everything in it) when the test process exits normally, which is also
+/// how a test binary with failing tests ends. For what is never dropped, such as the
+/// servers of [`shared_zk`] and [`shared_redis`]: without it every test process leaves a
+/// data directory in the temp dir. A process killed by a signal still leaves it.
+pub fn remove_at_exit(dir: PathBuf) {
+    static REGISTER: Once = Once::new();
+    extern "C" fn remove_all() {
+        // Best effort at exit: the server may still be writing until its parent-death
+        // signal arrives, and a lock poisoned by a panic still holds the list.
+        let dirs = match REMOVE_AT_EXIT.lock() {
+            Ok(d) => d,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for dir in dirs.iter() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    match REMOVE_AT_EXIT.lock() {
+        Ok(mut d) => d.push(dir),
+        Err(poisoned) => poisoned.into_inner().push(dir),
+    }
+    REGISTER.call_once(|| {
+        // SAFETY: registers a plain function without arguments, as atexit(3) expects.
+        unsafe {
+            libc::atexit(remove_all);
+        }
+    });
 }
 
 /// Returns a currently free TCP port on 127.0.0.1.

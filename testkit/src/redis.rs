@@ -139,5 +139,9 @@ impl RedisServer {
 /// by using distinct logical databases. Never kill it: start your own [`RedisServer`].
 pub fn shared_redis() -> &'static RedisServer {
     static SHARED: OnceLock<RedisServer> = OnceLock::new();
-    SHARED.get_or_init(|| RedisServer::start().expect("start shared Redis"))
+    SHARED.get_or_init(|| {
+        let server = RedisServer::start().expect("start shared Redis");
+        crate::remove_at_exit(server.dir.clone());
+        server
+    })
 }

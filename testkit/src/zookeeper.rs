@@ -305,7 +305,11 @@ impl ZkEnsemble {
 /// must not kill or pause it; a test that injects faults starts its own [`ZkServer`].
 pub fn shared_zk() -> &'static ZkServer {
     static SHARED: OnceLock<ZkServer> = OnceLock::new();
-    SHARED.get_or_init(|| ZkServer::start().expect("start shared ZooKeeper"))
+    SHARED.get_or_init(|| {
+        let server = ZkServer::start().expect("start shared ZooKeeper");
+        crate::remove_at_exit(server.dir.clone());
+        server
+    })
 }
 
 /// A chroot path unique within this machine and run (e.g. `/t-4711-3`), for tests sharing
