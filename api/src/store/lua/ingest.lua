@@ -165,7 +165,7 @@ local function flush_rolls()
       -- One match and one format per bucket: the cheapest way through Lua's string
       -- library (a gmatch loop and a format call per field cost twice as much).
       local t = {string.match(s, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')}
-      for k = 1, 7 do t[k] = tonumber(t[k]) end
+      for k = 1, 7 do t[k] = number(t[k]) end
       -- Stored points arrived earlier: on equal times the batch's point is the last.
       if a[6] < t[6] then a[5] = t[5]; a[6] = t[6] end
       a[1] = a[1] + t[1]; a[2] = a[2] + t[2]
@@ -358,7 +358,7 @@ for b = 1, nbatches do
     local o = base + i * W
     if ARGV[o + 1] == 'r' then
       local member = round_member(cluster, ARGV[o + 2])
-      local value = tonumber(ARGV[o + 3])
+      local value = number(ARGV[o + 3])
       local fencing = ARGV[o + 4]
       local prev = pending[member]
       if prev == nil then prev = stored_value[member] or nil end
@@ -390,22 +390,26 @@ for b = 1, nbatches do
       local kind = ARGV[o + 1]
       local member = ''
       if statuses[i + 1] == 'stored' then
+        local value
         if kind == 'r' then
           member = round_member(cluster, ARGV[o + 2])
+          -- Parsed once, by the check above (decimal text costs a strtod each time).
+          value = pending[member]
           if (not top_round) or ARGV[o + 2] > top_round then top_round = ARGV[o + 2] end
           -- Later batches of this call see it as stored.
           stored_value[member] = pending[member]
         else
           member = 'l:' .. string.format('%020d', redis.call('INCR', SEQ))
+          value = number(ARGV[o + 3])
         end
-        local ms = tonumber(ARGV[o + 5])
+        local ms = number(ARGV[o + 5])
         w_rec[#w_rec + 1] = member
         w_rec[#w_rec + 1] = ARGV[o + 7]
         -- Arguments of redis.call as the strings they arrived as: a Lua number would be
         -- printed anew.
         w_time[#w_time + 1] = ARGV[o + 5]
         w_time[#w_time + 1] = member
-        add_roll(ms, tonumber(ARGV[o + 3]), tonumber(ARGV[o + 6]))
+        add_roll(ms, value, number(ARGV[o + 6]))
         if kind == 'r' then track_leader(cluster, member, ms, ARGV[o + 8], ARGV[o + 4]) end
       end
       out[#out + 1] = statuses[i + 1]
