@@ -257,14 +257,15 @@ async fn run_writer(writer: Writer, mut rx: mpsc::Receiver<Job>) {
 impl Writer {
     /// Runs one script call for `group` and answers each batch.
     ///
-    /// A failing script ([`StoreError::Corrupt`]: data under one batch's keys the script
-    /// cannot read, such as a record that is not JSON) is that batch's answer, not its
-    /// neighbours': the batches of a failed group are tried again one call each, so only
-    /// the batch that fails alone fails (without this, a node retrying a batch that names
-    /// a damaged record would fail every batch that shares its call, round after round).
-    /// The script reads every record a group names before it writes any batch's data,
-    /// so such a failure has stored nothing of the group. Outages ([`StoreError::Unavailable`]) fail the whole
-    /// group at once: a second call would only wait for the same timeout.
+    /// A failing script ([`StoreError::Corrupt`]: data the script cannot read under one
+    /// batch's keys, such as a record that is not JSON) is that batch's answer, not its
+    /// neighbours': the batches of a failed group are tried again one call each, and only
+    /// a batch that also fails alone gets the error. Without this, a node retrying a batch
+    /// that names a damaged record would fail every batch sharing its call, round after
+    /// round. The script reads every record a group names before it writes any batch's
+    /// data, so such a failure stored nothing of the group. Outages
+    /// ([`StoreError::Unavailable`]) fail the whole group at once: a second call would
+    /// only wait for the same timeout.
     async fn commit(&self, group: Vec<Job>) {
         match self.invoke(&group).await {
             Ok(flat) => answer(group, &flat),
