@@ -120,6 +120,31 @@ async fn dump(conn: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Vec
     out
 }
 
+/// A private Redis (so `INFO commandstats` counts only this test) and a connection to it.
+async fn private_redis() -> (testkit::RedisServer, redis::aio::MultiplexedConnection) {
+    let redis = testkit::RedisServer::start().expect("redis");
+    let conn = redis::Client::open(redis.url().as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    (redis, conn)
+}
+
+/// A store on `url` under a fresh key prefix, and the prefix (to read its keys).
+fn open_store(url: &str, tag: &str) -> (Store, String) {
+    let prefix = support::unique_prefix(tag);
+    let store = Store::open(
+        url,
+        &sensor_api::store::StoreConfig {
+            key_prefix: prefix.clone(),
+            ..Default::default()
+        },
+    )
+    .expect("store");
+    (store, prefix)
+}
+
 async fn script_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
@@ -146,24 +171,11 @@ async fn script_calls(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
 /// group is deterministic.
 #[tokio::test(flavor = "current_thread")]
 async fn grouped_batches_answer_and_store_as_if_alone() {
-    let redis = testkit::RedisServer::start().expect("redis");
+    let (redis, mut conn) = private_redis().await;
     let url = redis.url();
-    let mut conn = redis::Client::open(url.as_str())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
 
     // Reference: the same batches one call each, in the same order.
-    let alone_prefix = support::unique_prefix("alone");
-    let alone = Store::open(
-        &url,
-        &sensor_api::store::StoreConfig {
-            key_prefix: alone_prefix.clone(),
-            ..Default::default()
-        },
-    )
-    .expect("store");
+    let (alone, alone_prefix) = open_store(&url, "alone");
     seed(&alone).await;
     let mut alone_answers = Vec::new();
     for b in batches() {
@@ -172,15 +184,7 @@ async fn grouped_batches_answer_and_store_as_if_alone() {
     assert_eq!(alone_answers, expected());
 
     // Grouped: all batches queued together.
-    let grouped_prefix = support::unique_prefix("grouped");
-    let grouped = Store::open(
-        &url,
-        &sensor_api::store::StoreConfig {
-            key_prefix: grouped_prefix.clone(),
-            ..Default::default()
-        },
-    )
-    .expect("store");
+    let (grouped, grouped_prefix) = open_store(&url, "grouped");
     seed(&grouped).await;
     let all = batches();
     let calls_before = script_calls(&mut conn).await;
@@ -207,22 +211,9 @@ async fn grouped_batches_answer_and_store_as_if_alone() {
 /// batches around it are answered as usual.
 #[tokio::test(flavor = "current_thread")]
 async fn batch_given_up_in_the_queue_is_not_applied() {
-    let redis = testkit::RedisServer::start().expect("redis");
+    let (redis, mut conn) = private_redis().await;
     let url = redis.url();
-    let mut conn = redis::Client::open(url.as_str())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
-    let prefix = support::unique_prefix("gaveup");
-    let store = Store::open(
-        &url,
-        &sensor_api::store::StoreConfig {
-            key_prefix: prefix.clone(),
-            ..Default::default()
-        },
-    )
-    .expect("store");
+    let (store, prefix) = open_store(&url, "gaveup");
     let d = ClusterId::default();
     let kept = [round(1, 1.0, 1, "a", &d)];
     let dropped = [round(2, 2.0, 1, "a", &d)];
@@ -245,22 +236,9 @@ async fn batch_given_up_in_the_queue_is_not_applied() {
 /// call each and stored, and the damaged record is left as it was.
 #[tokio::test(flavor = "current_thread")]
 async fn a_failing_batch_fails_alone() {
-    let redis = testkit::RedisServer::start().expect("redis");
+    let (redis, mut conn) = private_redis().await;
     let url = redis.url();
-    let mut conn = redis::Client::open(url.as_str())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
-    let prefix = support::unique_prefix("poison");
-    let store = Store::open(
-        &url,
-        &sensor_api::store::StoreConfig {
-            key_prefix: prefix.clone(),
-            ..Default::default()
-        },
-    )
-    .expect("store");
+    let (store, prefix) = open_store(&url, "poison");
     let d = ClusterId::default();
     let east = ClusterId::parse("east").expect("cluster id");
     let seeded = store
