@@ -268,26 +268,17 @@ impl Writer {
     /// only wait for the same timeout.
     async fn commit(&self, group: Vec<Job>) {
         match self.invoke(&group).await {
-            Ok(flat) => answer(group, &flat),
             Err(e @ StoreError::Corrupt(_)) if group.len() > 1 => {
                 tracing::warn!(batches = group.len(), error = %e, "ingest group failed; trying its batches one by one");
                 for job in group {
                     if job.reply.is_closed() {
                         continue;
                     }
-                    match self.invoke(std::slice::from_ref(&job)).await {
-                        Ok(flat) => answer(vec![job], &flat),
-                        Err(e) => {
-                            let _ = job.reply.send(Err(e));
-                        }
-                    }
+                    let alone = self.invoke(std::slice::from_ref(&job)).await;
+                    deliver(vec![job], alone);
                 }
             }
-            Err(e) => {
-                for job in group {
-                    let _ = job.reply.send(Err(e.clone()));
-                }
-            }
+            result => deliver(group, result),
         }
     }
 
@@ -336,14 +327,24 @@ impl Writer {
     }
 }
 
-/// Sends each batch of `group` its part of the script's answer `flat`.
-fn answer(group: Vec<Job>, flat: &[String]) {
-    let mut rest = flat;
-    for job in group {
-        let (mine, tail) = rest.split_at(job.items * 2);
-        rest = tail;
-        // The requester may have given up meanwhile; nothing to do then.
-        let _ = job.reply.send(parse(&job.rounds, mine));
+/// Answers every batch of `group` from the result of its one script call: its part of the
+/// flat answer, or the call's error. The requester may have given up meanwhile; nothing to
+/// do then.
+fn deliver(group: Vec<Job>, result: Result<Vec<String>, StoreError>) {
+    match result {
+        Ok(flat) => {
+            let mut rest = flat.as_slice();
+            for job in group {
+                let (mine, tail) = rest.split_at(job.items * 2);
+                rest = tail;
+                let _ = job.reply.send(parse(&job.rounds, mine));
+            }
+        }
+        Err(e) => {
+            for job in group {
+                let _ = job.reply.send(Err(e.clone()));
+            }
+        }
     }
 }
 
